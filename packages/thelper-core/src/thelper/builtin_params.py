@@ -1,0 +1,251 @@
+"""Params models of the core's built-in components (torch-free; used for validation)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from thelper.registry import Params
+
+__all__ = [
+    "NoParams", "SklearnDatasetParams", "TorchDatasetParams", "MLPParams",
+    "CrossEntropyParams", "BCEWithLogitsParams", "ReductionParams", "SmoothL1Params",
+    "SGDParams", "AdamParams", "AdamWParams", "RMSpropParams", "AdagradParams",
+    "StepLRParams", "MultiStepLRParams", "ExponentialLRParams", "CosineAnnealingLRParams",
+    "ReduceLROnPlateauParams", "AccuracyParams", "ConfusionMatrixParams",
+    "ClassificationReportParams", "DefaultTrainerParams",
+]
+
+Reduction = Literal["mean", "sum"]
+
+
+class NoParams(Params):
+    """This component takes no params."""
+
+
+# ---------------------------------------------------------------------------- datasets
+class SklearnDatasetParams(Params):
+    """A data set bundled with scikit-learn (no download)."""
+
+    name: Literal["digits", "iris", "wine", "breast_cancer"] = "digits"
+    """``digits``: 1,797 8x8 handwritten digits (10 classes, UCI ML optical digits);
+    ``iris``, ``wine``, ``breast_cancer``: tabular UCI data sets."""
+    as_image: bool = True
+    """digits only: samples as ``(1, 8, 8)`` images (else flat ``(64,)`` vectors)."""
+    scale: bool = True
+    """digits only: scale pixel values from 0..16 to 0..1."""
+
+
+class TorchDatasetParams(Params):
+    """Any ``torch.utils.data.Dataset`` class by import path (allow-listed prefixes)."""
+
+    class_path: str = Field(pattern=r"^[A-Za-z_][\w.]*[.:][A-Za-z_]\w*$")
+    """Fully qualified class, e.g. ``torchvision.datasets.FakeData``; its module must start
+    with an allowed prefix (torch, torchvision, thelper, or ``imports.allow``)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Constructor keyword arguments."""
+
+
+# ------------------------------------------------------------------------------ models
+class MLPParams(Params):
+    """A multi-layer perceptron for flat feature vectors."""
+
+    in_features: int = Field(ge=1)
+    """Size of each input vector."""
+    hidden: list[int] = Field(default_factory=lambda: [64])
+    """Width of each hidden layer."""
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Dropout probability after each hidden layer."""
+
+
+# ------------------------------------------------------------------------------ losses
+class CrossEntropyParams(Params):
+    """``torch.nn.CrossEntropyLoss``."""
+
+    weight: list[float] | None = None
+    """Per-class weights (length = number of classes)."""
+    ignore_index: int = -100
+    """Target value that does not contribute to the loss."""
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Label smoothing amount (Szegedy et al., 2016)."""
+    reduction: Reduction = "mean"
+    """How to reduce over the batch."""
+
+
+class BCEWithLogitsParams(Params):
+    """``torch.nn.BCEWithLogitsLoss``."""
+
+    pos_weight: list[float] | None = None
+    """Weight of positive examples per class."""
+    reduction: Reduction = "mean"
+    """How to reduce over the batch."""
+
+
+class ReductionParams(Params):
+    """A loss with only a reduction mode."""
+
+    reduction: Reduction = "mean"
+    """How to reduce over the batch."""
+
+
+class SmoothL1Params(Params):
+    """``torch.nn.SmoothL1Loss``."""
+
+    beta: float = Field(default=1.0, ge=0.0)
+    """Threshold between the L1 and L2 regimes."""
+    reduction: Reduction = "mean"
+    """How to reduce over the batch."""
+
+
+# -------------------------------------------------------------------------- optimizers
+class SGDParams(Params):
+    """``torch.optim.SGD``."""
+
+    lr: float = Field(default=0.01, gt=0.0)
+    """Learning rate."""
+    momentum: float = Field(default=0.0, ge=0.0)
+    """Momentum factor."""
+    dampening: float = Field(default=0.0, ge=0.0)
+    """Dampening for momentum."""
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    """L2 penalty."""
+    nesterov: bool = False
+    """Use Nesterov momentum."""
+
+
+class AdamParams(Params):
+    """``torch.optim.Adam`` (Kingma & Ba, 2015)."""
+
+    lr: float = Field(default=1e-3, gt=0.0)
+    """Learning rate."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Coefficients of the running averages of the gradient and its square."""
+    eps: float = Field(default=1e-8, gt=0.0)
+    """Term added to the denominator for numerical stability."""
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    """L2 penalty."""
+    amsgrad: bool = False
+    """Use the AMSGrad variant."""
+
+
+class AdamWParams(AdamParams):
+    """``torch.optim.AdamW`` (Loshchilov & Hutter, 2019)."""
+
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    """Decoupled weight decay."""
+
+
+class RMSpropParams(Params):
+    """``torch.optim.RMSprop``."""
+
+    lr: float = Field(default=0.01, gt=0.0)
+    """Learning rate."""
+    alpha: float = Field(default=0.99, gt=0.0, le=1.0)
+    """Smoothing constant."""
+    eps: float = Field(default=1e-8, gt=0.0)
+    """Term added to the denominator for numerical stability."""
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    """L2 penalty."""
+    momentum: float = Field(default=0.0, ge=0.0)
+    """Momentum factor."""
+    centered: bool = False
+    """Normalise by an estimate of the gradient's variance."""
+
+
+class AdagradParams(Params):
+    """``torch.optim.Adagrad``."""
+
+    lr: float = Field(default=0.01, gt=0.0)
+    """Learning rate."""
+    lr_decay: float = Field(default=0.0, ge=0.0)
+    """Learning-rate decay."""
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    """L2 penalty."""
+
+
+# -------------------------------------------------------------------------- schedulers
+class StepLRParams(Params):
+    """``torch.optim.lr_scheduler.StepLR``: multiply the lr by ``gamma`` every ``step_size``
+    epochs."""
+
+    step_size: int = Field(ge=1)
+    """Period of the decay, in epochs."""
+    gamma: float = Field(default=0.1, gt=0.0)
+    """Multiplicative factor."""
+
+
+class MultiStepLRParams(Params):
+    """``torch.optim.lr_scheduler.MultiStepLR``."""
+
+    milestones: list[int] = Field(min_length=1)
+    """Epochs at which the lr is multiplied by ``gamma``."""
+    gamma: float = Field(default=0.1, gt=0.0)
+    """Multiplicative factor."""
+
+
+class ExponentialLRParams(Params):
+    """``torch.optim.lr_scheduler.ExponentialLR``."""
+
+    gamma: float = Field(gt=0.0)
+    """Multiplicative factor applied every epoch."""
+
+
+class CosineAnnealingLRParams(Params):
+    """``torch.optim.lr_scheduler.CosineAnnealingLR`` (Loshchilov & Hutter, 2017)."""
+
+    T_max: int = Field(ge=1)
+    """Half-period of the cosine, in epochs."""
+    eta_min: float = Field(default=0.0, ge=0.0)
+    """Minimum learning rate."""
+
+
+class ReduceLROnPlateauParams(Params):
+    """``torch.optim.lr_scheduler.ReduceLROnPlateau``: reduce the lr when ``step_metric``
+    stops improving."""
+
+    mode: Literal["min", "max"] | None = None
+    """``min`` or ``max``; defaults to the step metric's goal."""
+    factor: float = Field(default=0.1, gt=0.0, lt=1.0)
+    """Multiplicative factor of the reduction."""
+    patience: int = Field(default=10, ge=0)
+    """Epochs without improvement before reducing."""
+    threshold: float = Field(default=1e-4, ge=0.0)
+    """Minimum relative change that counts as an improvement."""
+    cooldown: int = Field(default=0, ge=0)
+    """Epochs to wait after a reduction."""
+    min_lr: float = Field(default=0.0, ge=0.0)
+    """Lower bound of the learning rate."""
+
+
+# ----------------------------------------------------------------------------- metrics
+class AccuracyParams(Params):
+    """Top-k accuracy: fraction (0..1) of samples whose label is among the k best scores."""
+
+    top_k: int = Field(default=1, ge=1)
+    """k: a prediction counts when the true class is among the k highest logits."""
+
+
+class ConfusionMatrixParams(Params):
+    """Confusion matrix (rows: true class, columns: predicted), written as CSV and PNG."""
+
+    normalize: Literal["true", "pred", "all"] | None = None
+    """Normalise counts over true rows, predicted columns or everything (PNG only)."""
+
+
+class ClassificationReportParams(Params):
+    """Per-class precision, recall, F1 and support (scikit-learn's report)."""
+
+    digits: int = Field(default=4, ge=1, le=8)
+    """Decimal digits in the text report."""
+
+
+# ----------------------------------------------------------------------------- trainer
+class DefaultTrainerParams(Params):
+    """The generic supervised epoch loop."""
+
+    grad_clip_norm: float | None = Field(default=None, gt=0.0)
+    """Clip the global gradient norm to this value before each optimizer step."""
+    log_every_n_steps: int = Field(default=20, ge=1)
+    """Refresh the running loss in the progress bar every N steps (avoids a
+    device-to-host sync at every step)."""

@@ -1,0 +1,282 @@
+"""The ``thelper`` command line.
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid config or usage, 130 interrupted.
+User mistakes print one ``error:`` line (no traceback unless ``--traceback``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from thelper import __version__
+
+__all__ = ["app", "main"]
+
+HELP = """\
+thelper: config-driven PyTorch training sessions.
+
+Describe a session (datasets, loaders, model, trainer) in one YAML/JSON file, check it with
+'thelper config validate', then train it with 'thelper run'.
+
+Examples:
+
+  thelper run examples/digits-classification/config.yaml
+
+  thelper run cfg.yaml --save-dir runs --set trainer.epochs=5 --set trainer.device=cpu
+
+  thelper resume runs/my-session            # continue from ckpt.latest.pt
+
+  thelper config validate cfg.yaml          # exit 0 valid, 2 invalid
+
+  thelper plugins list                      # every registered type: name
+"""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False,
+                  rich_markup_mode=None, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+config_app = typer.Typer(help="Check configs before a long job.", no_args_is_help=True)
+plugins_app = typer.Typer(help="Inspect installed plugins and their components.",
+                          no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(plugins_app, name="plugins")
+
+_STATE: dict[str, Any] = {"traceback": False, "blocked": []}
+
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="PATH=VALUE",
+    help="Override a config value (repeatable), e.g. --set trainer.epochs=5. Values are "
+         "read as YAML: 3, 0.1, true, [1, 2], '{a: 1}'.")]
+
+
+def _pm() -> Any:
+    from thelper.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(blocked=_STATE["blocked"]) if _STATE["blocked"] else \
+        get_plugin_manager()
+    return pm
+
+
+def _warn_failures(pm: Any) -> None:
+    from thelper.logs import console
+
+    for failure in pm.failures:
+        console.print(f"warning: {failure.format()}", style="yellow", markup=False,
+                      highlight=False)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"thelper {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    traceback: Annotated[bool, typer.Option(
+        "--traceback", help="Show full tracebacks for errors (for developers).")] = False,
+    plugin: Annotated[list[str] | None, typer.Option(
+        "-p", metavar="no:NAME", help="Block a plugin for this command: -p no:tensorboard.")
+    ] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version_callback, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    _STATE["traceback"] = traceback
+    blocked = []
+    for p in plugin or []:
+        if not p.startswith("no:") or len(p) <= 3:
+            raise typer.BadParameter(f"expected -p no:NAME, got {p!r}", param_hint="-p")
+        blocked.append(p[3:])
+    _STATE["blocked"] = blocked
+
+
+# ----------------------------------------------------------------------------- run
+def _run(config: Path, save_dir: Path, sets: list[str] | None) -> None:
+    from thelper.config import load_config
+    from thelper.runner import run_session
+
+    pm = _pm()
+    _warn_failures(pm)
+    doc = load_config(config, sets or [])
+    session = run_session(doc, save_dir, pm)
+    typer.echo(f"session {session.name}: {session.status}; results in {session.session_dir}")
+
+
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
+    save_dir: Annotated[Path, typer.Option(
+        "--save-dir", "-o", help="Where the session directory <name>/ is created.")
+    ] = Path("sessions"),
+    sets: SetOption = None,
+) -> None:
+    """Train, validate and test a session; writes SAVE_DIR/<name>/.
+
+    The session directory holds checkpoints/ (ckpt.<epoch>.pt, ckpt.best.pt, ckpt.latest.pt),
+    logs/, output/<name>/{train,valid,test}/ (TensorBoard events, reports), run.json and
+    config.latest.yaml. An existing session directory is never overwritten: resume it or
+    choose another --save-dir or name.
+    """
+    _run(config, save_dir, sets)
+
+
+@app.command("new", hidden=True)
+def new_cmd(
+    config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
+    save_dir: Annotated[Path, typer.Argument(help="Where <name>/ is created.")
+                        ] = Path("sessions"),
+    sets: SetOption = None,
+) -> None:
+    """Alias of 'run' for thelper 0.6 users (save dir as second argument)."""
+    _run(config, save_dir, sets)
+
+
+@app.command("resume")
+def resume_cmd(
+    path: Annotated[Path, typer.Argument(help="Session directory or checkpoint file.")],
+    eval_only: Annotated[bool, typer.Option(
+        "--eval-only", help="Only evaluate ckpt.best.pt on the test split.")] = False,
+    map_location: Annotated[str | None, typer.Option(
+        "--map-location", help="Load checkpoint tensors on this device (e.g. cpu) and train "
+        "there.")] = None,
+    sets: SetOption = None,
+) -> None:
+    """Continue a session from its latest checkpoint (model, optimizer, scheduler, RNG).
+
+    Use --set to change the stored config, e.g. --set trainer.epochs=50 to train longer.
+    """
+    from thelper.runner import resume_session
+
+    pm = _pm()
+    _warn_failures(pm)
+    session = resume_session(path, sets or [], eval_only=eval_only, map_location=map_location,
+                             pm=pm)
+    if eval_only:
+        typer.echo(json.dumps(session.test_metrics, indent=2))
+    typer.echo(f"session {session.name}: {session.status}; results in {session.session_dir}")
+
+
+# -------------------------------------------------------------------------- config
+@config_app.command("validate")
+def validate_cmd(
+    config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
+    sets: SetOption = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="Output format: text or json.")] = "text",
+) -> None:
+    """Check a config against the installed plugins without importing torch.
+
+    Every problem is reported at once, one per line, as FILE:LINE:COL: PATH: MESSAGE.
+    Exit code 0 when valid, 2 when invalid.
+    """
+    from thelper.config import check_document, load_config
+    from thelper.exceptions import ConfigError
+
+    if fmt not in ("text", "json"):
+        raise typer.BadParameter("expected text or json", param_hint="--format")
+    pm = _pm()
+    _warn_failures(pm)
+    try:
+        doc = load_config(config, sets or [])
+        cfg, issues = check_document(doc, pm.registry)
+    except ConfigError as exc:
+        if not exc.issues:
+            raise
+        cfg, issues = None, exc.issues
+    if fmt == "json":
+        typer.echo(json.dumps({"file": str(config), "valid": cfg is not None,
+                               "issues": [i.to_dict() for i in issues]}, indent=2))
+    elif cfg is not None:
+        typer.echo(f"{config}: valid ({len(cfg.datasets)} dataset(s), model "
+                   f"{cfg.model.type}, {cfg.trainer.epochs} epoch(s))")
+    else:
+        for issue in issues:
+            typer.echo(issue.format(), err=True)
+        typer.echo(f"{config}: {len(issues)} problem(s) found", err=True)
+    if cfg is None:
+        raise typer.Exit(2)
+
+
+# ------------------------------------------------------------------------- plugins
+@plugins_app.command("list")
+def plugins_list_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List plugins (name, distribution, version) and their components by kind.
+
+    Plugins that failed to load are listed with their error; exit code stays 0.
+    """
+    pm = _pm()
+    described = pm.describe()
+    failures = [{"plugin": f.name, "distribution": f.distribution, "stage": f.stage,
+                 "error": f.error} for f in pm.failures]
+    if as_json:
+        typer.echo(json.dumps({"plugins": described, "failures": failures}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    table = Table(title="thelper plugins", show_lines=True)
+    for col in ("plugin", "distribution", "version", "components"):
+        table.add_column(col, overflow="fold")
+    for p in described:
+        comps = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in
+                          p["components"].items()) or "(lifecycle hooks only)"
+        table.add_row(p["plugin"], p["distribution"] or "-", p["version"] or "-", comps)
+    out.print(table)
+    for f in failures:
+        out.print(f"FAILED {f['plugin']} ({f['distribution'] or 'unknown distribution'}): "
+                  f"{f['stage']}: {f['error']}", style="red", markup=False)
+
+
+# ---------------------------------------------------------------------------- main
+def _preparse_blocked(argv: list[str]) -> list[str]:
+    blocked = []
+    for i, a in enumerate(argv):
+        if a == "-p" and i + 1 < len(argv) and argv[i + 1].startswith("no:"):
+            blocked.append(argv[i + 1][3:])
+        elif a.startswith("-pno:"):
+            blocked.append(a[5:])
+    return blocked
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``thelper`` console script; returns the exit code."""
+    from thelper.exceptions import ThelperError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    _STATE["blocked"] = _preparse_blocked(args)
+    try:
+        _pm().add_commands(app)
+    except Exception:  # noqa: BLE001 - never let a plugin break the CLI
+        pass
+    try:
+        app(args=args, prog_name="thelper", standalone_mode=True)
+        return 0
+    except SystemExit as exc:  # typer/click: usage errors exit 2, --help exits 0
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except ThelperError as exc:
+        if _STATE["traceback"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:  # unexpected failures: one line unless --traceback
+        if _STATE["traceback"]:
+            raise
+        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with --traceback "
+                   "for details)", err=True)
+        return 1
+
+
+def entry() -> None:  # pragma: no cover - console script
+    sys.exit(main())

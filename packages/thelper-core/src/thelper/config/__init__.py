@@ -1,0 +1,23 @@
+"""Session configuration: reading, overriding and validating.
+
+Example:
+    >>> from thelper.config import load_config, validate_document
+    >>> from thelper.plugins import get_plugin_manager
+    >>> doc = load_config("config.yaml", sets=["trainer.epochs=3"])  # doctest: +SKIP
+    >>> cfg = validate_document(doc, get_plugin_manager().registry)  # doctest: +SKIP
+"""
+
+from thelper.config.models import SessionConfig
+from thelper.config.source import ConfigDocument, apply_overrides, document_from_dict, load_config
+from thelper.config.validate import check_document, format_issues, validate_document
+
+__all__ = [
+    "ConfigDocument",
+    "SessionConfig",
+    "apply_overrides",
+    "check_document",
+    "document_from_dict",
+    "format_issues",
+    "load_config",
+    "validate_document",
+]

@@ -1,0 +1,272 @@
+"""Static pydantic models of a session config.
+
+These are the *bases*: every ``{type, params}`` slot is typed here as a plain
+:class:`ComponentSpec`. :mod:`thelper.config.dynamic` subclasses them at run time with
+discriminated unions over the registered components, so that one ``model_validate`` checks
+the whole document, third-party params included.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "Section",
+    "ComponentSpec",
+    "TaskSpec",
+    "DatasetSpec",
+    "TransformSpec",
+    "ModelSpec",
+    "LossSpec",
+    "OptimizerSpec",
+    "SchedulerSpec",
+    "MetricSpec",
+    "SeedsConfig",
+    "LoadersConfig",
+    "OptimizationConfig",
+    "EarlyStoppingConfig",
+    "TrainerConfig",
+    "ImportsConfig",
+    "SessionConfig",
+    "SPLITS",
+]
+
+SPLITS = ("train", "valid", "test")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class ComponentSpec(Section):
+    """A pluggable slot: the registered ``type`` and its ``params``."""
+
+    type: str
+    """Registered component name (or alias); see ``thelper plugins list``."""
+    params: Any = Field(default_factory=dict)
+    """Keyword arguments of the component, validated against its params model."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_params(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "params" in data and data["params"] is None:
+            data = dict(data)
+            data["params"] = {}
+        return data
+
+
+class TaskSpec(ComponentSpec):
+    """A task: what the model must predict (e.g. ``classification`` with class names)."""
+
+
+class DatasetSpec(ComponentSpec):
+    """A dataset; ``task`` is required when the dataset type does not provide one."""
+
+    task: TaskSpec | None = None
+    """Task of this dataset's samples (keys, class names)."""
+
+
+class TransformSpec(ComponentSpec):
+    """A transform applied to the samples' input (``operation`` is the 0.6 spelling of ``type``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _operation_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "operation" in data and "type" not in data:
+            data = dict(data)
+            data["type"] = data.pop("operation")
+        return data
+
+
+class ModelSpec(ComponentSpec):
+    """The model to train; its head is sized from the task."""
+
+
+class LossSpec(ComponentSpec):
+    """The loss function."""
+
+
+class OptimizerSpec(ComponentSpec):
+    """The optimizer; receives the model's parameters."""
+
+
+class SchedulerSpec(ComponentSpec):
+    """A learning-rate scheduler, stepped once per epoch."""
+
+    step_metric: str | None = None
+    """Metric (validation split when there is one) passed to ``step()``, for
+    ``reduce_lr_on_plateau``; e.g. ``loss`` or ``accuracy``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _step_metric_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "step metric" in data and "step_metric" not in data:
+            data = dict(data)
+            data["step_metric"] = data.pop("step metric")
+        return data
+
+
+class MetricSpec(ComponentSpec):
+    """A metric evaluated on each split at the end of every epoch."""
+
+
+class SeedsConfig(Section):
+    """Random seeds; unset seeds are drawn at start-up and recorded in ``run.json``."""
+
+    split: int | None = Field(default=None, ge=0)
+    """Seed of the train/valid/test split of every dataset."""
+    torch: int | None = Field(default=None, ge=0)
+    """Seed of torch's RNG (initialisation, dropout, augmentations)."""
+    numpy: int | None = Field(default=None, ge=0)
+    """Seed of numpy's global RNG."""
+    random: int | None = Field(default=None, ge=0)
+    """Seed of Python's ``random`` module."""
+    worker: int | None = Field(default=None, ge=0)
+    """Seed of the data-loading order and of the loader workers."""
+
+
+Ratio = Field(ge=0.0, le=1.0)
+
+
+class LoadersConfig(Section):
+    """How datasets are split and batched."""
+
+    batch_size: int = Field(default=32, ge=1)
+    """Samples per batch for every split, unless overridden per split."""
+    train_batch_size: int | None = Field(default=None, ge=1)
+    """Batch size of the training split."""
+    valid_batch_size: int | None = Field(default=None, ge=1)
+    """Batch size of the validation split."""
+    test_batch_size: int | None = Field(default=None, ge=1)
+    """Batch size of the test split."""
+    workers: int = Field(default=0, ge=0)
+    """Loader worker processes (0 loads in the main process)."""
+    shuffle: bool = True
+    """Shuffle the training split every epoch (valid/test are never shuffled)."""
+    pin_memory: bool = False
+    """Pin host memory for faster host-to-GPU copies."""
+    drop_last: bool = False
+    """Drop the last incomplete training batch."""
+    train_split: dict[str, float] = Field(default_factory=dict)
+    """Fraction of each dataset (by name) used for training, e.g. ``{digits: 0.8}``."""
+    valid_split: dict[str, float] = Field(default_factory=dict)
+    """Fraction of each dataset used for validation."""
+    test_split: dict[str, float] = Field(default_factory=dict)
+    """Fraction of each dataset used for the final test."""
+    base_transforms: list[TransformSpec] = Field(default_factory=list)
+    """Transforms applied to every split's inputs, in order."""
+    train_augments: list[TransformSpec] = Field(default_factory=list)
+    """Augmentations applied to training inputs only, before ``base_transforms``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spaced_keys(cls, data: Any) -> Any:
+        # thelper 0.6 docs sometimes wrote keys with spaces ("batch size", "train split")
+        if isinstance(data, dict):
+            data = {(k.replace(" ", "_") if isinstance(k, str) and k.replace(" ", "_") in
+                     cls.model_fields and k.replace(" ", "_") not in data else k): v
+                    for k, v in data.items()}
+        return data
+
+    def batch_size_for(self, split: str) -> int:
+        """Batch size of ``split`` (``train``, ``valid`` or ``test``)."""
+        per = getattr(self, f"{split}_batch_size")
+        return per if per is not None else self.batch_size
+
+    def split_ratios(self, split: str) -> dict[str, float]:
+        """``{dataset: fraction}`` for ``split``."""
+        return dict(getattr(self, f"{split}_split"))
+
+
+class OptimizationConfig(Section):
+    """Loss, optimizer and scheduler."""
+
+    loss: LossSpec | None = None
+    """Loss function; defaults to the task's (cross-entropy for classification)."""
+    optimizer: OptimizerSpec
+    """Optimizer, e.g. ``{type: adam, params: {lr: 0.001}}``."""
+    scheduler: SchedulerSpec | None = None
+    """Optional learning-rate scheduler, stepped after each epoch."""
+
+
+class EarlyStoppingConfig(Section):
+    """Stop when the monitored metric has not improved for ``patience`` epochs."""
+
+    patience: int = Field(ge=1)
+    """Epochs without improvement before stopping."""
+    min_delta: float = Field(default=0.0, ge=0.0)
+    """Smallest change that counts as an improvement."""
+
+
+class TrainerConfig(Section):
+    """Training loop settings."""
+
+    type: str = "default"
+    """Registered trainer (the generic epoch loop is ``default``)."""
+    params: Any = Field(default_factory=dict)
+    """Trainer-specific params (e.g. ``grad_clip_norm``)."""
+    epochs: int = Field(ge=1)
+    """Number of training epochs."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    save_freq: int = Field(default=1, ge=1)
+    """Keep ``checkpoints/ckpt.<epoch>.pt`` every N epochs (latest and best are always kept)."""
+    monitor: str = "loss"
+    """Metric that selects ``ckpt.best.pt`` (on the validation split when there is one)."""
+    early_stopping: EarlyStoppingConfig | None = None
+    """Stop early when the monitored metric stalls."""
+    optimization: OptimizationConfig
+    """Loss, optimizer and scheduler."""
+    metrics: dict[str, MetricSpec] = Field(default_factory=dict)
+    """Named metrics evaluated on every split each epoch (``loss`` is always tracked)."""
+    test_metrics: dict[str, MetricSpec] = Field(default_factory=dict)
+    """Extra metrics evaluated only in the final test."""
+    progress: bool = True
+    """Show a progress bar per epoch (only on an interactive terminal)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") is None and "type" in data:
+            data = dict(data)
+            data.pop("type")
+        return data
+
+
+class ImportsConfig(Section):
+    """Import-path escape hatch for classes that no plugin registers."""
+
+    allow: list[str] = Field(default_factory=list)
+    """Extra module prefixes that ``class_path`` params may import (besides torch,
+    torchvision and thelper packages), e.g. ``[mypackage.datasets]``."""
+
+
+class SessionConfig(Section):
+    """A whole training session."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=200)
+    """Session name: the session directory's name (letters, digits, ``_ . + -``)."""
+    description: str | None = None
+    """Free text kept with the session."""
+    datasets: dict[str, DatasetSpec] = Field(min_length=1)
+    """Named datasets; split into train/valid/test by ``loaders``."""
+    loaders: LoadersConfig
+    """Splits, batching and transforms."""
+    model: ModelSpec
+    """The model."""
+    trainer: TrainerConfig
+    """The training loop."""
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig)
+    """Random seeds (drawn and recorded when unset)."""
+    imports: ImportsConfig = Field(default_factory=ImportsConfig)
+    """Import-path allow-list."""
+    version: str | None = None
+    """thelper version that wrote this config (informational)."""
+
+
+GOALS = Literal["max", "min"]

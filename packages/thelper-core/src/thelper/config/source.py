@@ -1,0 +1,219 @@
+"""Reading config documents with positions, and merging overrides.
+
+A config is read from YAML or JSON (JSON is parsed by the YAML loader, so both keep line and
+column numbers), then overridden by ``THELPER_CONFIG__A__B=value`` environment variables and
+finally by ``--set a.b.c=value`` arguments. Every value remembers where it came from so that
+validation errors point at ``file:line:col`` or at the override.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from thelper.exceptions import ConfigError, ConfigIssue
+
+__all__ = ["ConfigDocument", "load_config", "parse_override", "ENV_PREFIX"]
+
+ENV_PREFIX = "THELPER_CONFIG__"
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class ConfigDocument:
+    """A config as plain data plus where each value came from.
+
+    Attributes:
+        data: The merged document (dicts, lists, scalars).
+        file: Path of the file it was read from (``None`` for in-memory documents).
+        positions: ``{path: (line, column)}`` (1-based) for values read from the file.
+        overrides: ``{path: source}`` for values set by ``--set`` or the environment.
+    """
+
+    data: dict[str, Any]
+    file: str | None = None
+    positions: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    overrides: dict[Loc, str] = field(default_factory=dict)
+
+    def locate(self, loc: Loc) -> tuple[str | None, int | None, int | None, str]:
+        """Where the value at ``loc`` (or its closest ancestor) came from.
+
+        Returns:
+            ``(file, line, column, source)`` with source ``"file"``, ``"--set"`` or ``"env"``.
+        """
+        for i in range(len(loc), -1, -1):
+            prefix = tuple(loc[:i])
+            if prefix in self.overrides:
+                return None, None, None, self.overrides[prefix]
+            if prefix in self.positions:
+                line, col = self.positions[prefix]
+                return self.file, line, col, "file"
+        return self.file, None, None, "file"
+
+    def copy(self) -> ConfigDocument:
+        return ConfigDocument(copy.deepcopy(self.data), self.file, dict(self.positions),
+                              dict(self.overrides))
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct(node: yaml.Node, loader: yaml.SafeLoader, loc: Loc,
+               positions: dict[Loc, tuple[int, int]]) -> Any:
+    positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                key = str(key)
+            key = str(key) if not isinstance(key, str) else key
+            out[key] = _construct(value_node, loader, (*loc, key), positions)
+            # point at the key for the value's location: editors jump there
+            positions[(*loc, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _construct(child, loader, (*loc, i), positions) for i, child in enumerate(node.value)
+        ]
+    return loader.construct_object(node, deep=True)
+
+
+def _parse_text(text: str, file: str | None) -> tuple[Any, dict[Loc, tuple[int, int]]]:
+    loader = _Loader(text)
+    positions: dict[Loc, tuple[int, int]] = {}
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, positions
+        return _construct(node, loader, (), positions), positions
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = file or "<config>"
+        if mark is not None:
+            where += f":{mark.line + 1}:{mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"{where}: cannot parse YAML/JSON: {problem}",
+            [ConfigIssue("", f"cannot parse YAML/JSON: {problem}", file,
+                         mark.line + 1 if mark else None, mark.column + 1 if mark else None)],
+        ) from None
+    finally:
+        loader.dispose()
+
+
+def parse_override(text: str) -> tuple[Loc, Any]:
+    """Parse one ``a.b.c=value`` override; the value is read as a YAML scalar or flow node.
+
+    Numeric path parts index lists (``datasets.x.params.items.0=3``).
+
+    Raises:
+        ConfigError: The text has no ``=`` or an empty path.
+    """
+    path, sep, raw = text.partition("=")
+    path = path.strip()
+    if not sep or not path or any(not p for p in path.split(".")):
+        raise ConfigError(
+            f"--set {text!r}: expected 'dotted.path=value', e.g. --set trainer.epochs=5"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    loc: list[str | int] = [int(p) if p.isdigit() else p for p in path.split(".")]
+    return tuple(loc), value
+
+
+def _set_path(data: dict[str, Any], loc: Loc, value: Any, label: str) -> None:
+    node: Any = data
+    for i, part in enumerate(loc[:-1]):
+        nxt = loc[i + 1]
+        if isinstance(node, list) and isinstance(part, int):
+            if part >= len(node):
+                raise ConfigError(f"{label}: index {part} is out of range at "
+                                  f"{'.'.join(map(str, loc[:i + 1]))}")
+            node = node[part]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"{label}: {'.'.join(map(str, loc[:i]))} is not a mapping")
+        key = str(part)
+        if key not in node or node[key] is None:
+            node[key] = [] if isinstance(nxt, int) else {}
+        node = node[key]
+    last = loc[-1]
+    if isinstance(node, list) and isinstance(last, int):
+        if last < len(node):
+            node[last] = value
+        elif last == len(node):
+            node.append(value)
+        else:
+            raise ConfigError(f"{label}: index {last} is out of range")
+    elif isinstance(node, dict):
+        node[str(last)] = value
+    else:
+        raise ConfigError(f"{label}: {'.'.join(map(str, loc[:-1]))} is not a mapping")
+
+
+def apply_overrides(doc: ConfigDocument, sets: list[str] | tuple[str, ...] = (),
+                    environ: dict[str, str] | None = None) -> ConfigDocument:
+    """Apply environment then ``--set`` overrides (later wins) to a copy of ``doc``.
+
+    Environment variables ``THELPER_CONFIG__TRAINER__EPOCHS=3`` map to ``trainer.epochs``
+    (double underscores separate levels, names are lower-cased).
+    """
+    out = doc.copy()
+    env = os.environ if environ is None else environ
+    for key in sorted(k for k in env if k.startswith(ENV_PREFIX)):
+        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        if not parts:
+            continue
+        loc = tuple(int(p) if p.isdigit() else p for p in parts)
+        try:
+            value = yaml.safe_load(env[key])
+        except yaml.YAMLError:
+            value = env[key]
+        _set_path(out.data, loc, value, f"${key}")
+        out.overrides[loc] = "env"
+    for text in sets:
+        loc, value = parse_override(text)
+        _set_path(out.data, loc, value, f"--set {text!r}")
+        out.overrides[loc] = "--set"
+    return out
+
+
+def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
+                environ: dict[str, str] | None = None) -> ConfigDocument:
+    """Read a YAML/JSON config file and apply overrides.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, not parseable or not a mapping.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {str(p)!r} does not exist; check the path "
+                          "(or create one with 'thelper config init')")
+    if p.is_dir():
+        raise ConfigError(f"config path {str(p)!r} is a directory; pass a .yaml or .json file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {exc}") from None
+    data, positions = _parse_text(text, str(p))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a config must be a mapping of sections "
+                          f"(name, datasets, loaders, model, trainer), got {type(data).__name__}")
+    return apply_overrides(ConfigDocument(data, str(p), positions), sets, environ)
+
+
+def document_from_dict(data: dict[str, Any], sets: list[str] | tuple[str, ...] = ()) -> ConfigDocument:
+    """Wrap an in-memory config (e.g. one stored in a checkpoint) and apply ``--set``."""
+    return apply_overrides(ConfigDocument(copy.deepcopy(data)), sets, environ={})

@@ -1,0 +1,159 @@
+"""Core dataset adapters: scikit-learn's bundled data sets and any torch ``Dataset`` class.
+
+Samples are dicts keyed by the task's ``input_key``/``label_key``. Tuple samples (as returned
+by torchvision data sets) become ``{"0": x, "1": y, ...}`` so that a task block with
+``input_key: "0"`` and ``label_key: "1"`` (thelper 0.6 style) addresses them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from thelper.exceptions import ConfigError, DataError
+from thelper.tasks import Classification, Task
+
+__all__ = ["SklearnDataset", "TorchDatasetAdapter", "DEFAULT_IMPORT_PREFIXES", "check_import_allowed",
+           "as_sample"]
+
+#: Module prefixes that ``class_path`` params may import without ``imports.allow``.
+DEFAULT_IMPORT_PREFIXES = ("torch", "torchvision", "thelper")
+
+
+def check_import_allowed(class_path: str, allow: Iterable[str] = ()) -> None:
+    """Refuse import paths outside the allow-list.
+
+    Raises:
+        ConfigError: The module is not under an allowed prefix; the message says how to allow it.
+    """
+    module = class_path.replace(":", ".").rsplit(".", 1)[0]
+    prefixes = (*DEFAULT_IMPORT_PREFIXES, *allow)
+    root = module.split(".")[0]
+    ok = any(module == p or module.startswith(p + ".") or
+             (p in DEFAULT_IMPORT_PREFIXES and root.startswith(p + "_")) for p in prefixes)
+    if not ok:
+        raise ConfigError(
+            f"class_path {class_path!r}: module {module!r} is not in the import allow-list "
+            f"({', '.join(prefixes)}); add it to the config, e.g. imports: {{allow: [{root}]}}"
+        )
+
+
+def import_object(class_path: str) -> Any:
+    """Import ``package.module.Name`` or ``package.module:Name``.
+
+    Raises:
+        ConfigError: The module or attribute does not exist.
+    """
+    if ":" in class_path:
+        module_name, attr = class_path.split(":", 1)
+    else:
+        module_name, _, attr = class_path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"class_path {class_path!r}: cannot import {module_name!r}: {exc}") \
+            from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"class_path {class_path!r}: module {module_name!r} has no "
+                          f"attribute {attr!r}") from None
+
+
+def as_sample(item: Any) -> dict[str, Any]:
+    """A sample as a dict; tuples/lists become ``{"0": ..., "1": ...}``."""
+    if isinstance(item, dict):
+        return item
+    if isinstance(item, list | tuple):
+        return {str(i): v for i, v in enumerate(item)}
+    return {"input": item}
+
+
+class SklearnDataset(Dataset):
+    """A data set bundled with scikit-learn (no download).
+
+    ``digits`` (Alpaydin & Kaynak, UCI ML optical recognition of handwritten digits): 1,797
+    samples, 10 classes, as ``(1, 8, 8)`` float32 images in ``[0, 1]`` (``scale=True``) or flat
+    ``(64,)`` vectors. ``iris``, ``wine``, ``breast_cancer``: ``(F,)`` float32 feature vectors.
+    Labels are int64 class indices; :attr:`task` names the classes.
+
+    Args:
+        name: ``digits``, ``iris``, ``wine`` or ``breast_cancer``.
+        as_image: digits only: ``(1, 8, 8)`` instead of ``(64,)``.
+        scale: digits only: divide by 16.
+    """
+
+    def __init__(self, name: str = "digits", as_image: bool = True, scale: bool = True) -> None:
+        from sklearn import datasets as skd
+
+        loader = getattr(skd, f"load_{name}", None)
+        if loader is None:
+            raise DataError(f"scikit-learn has no bundled data set {name!r}")
+        bunch = loader()
+        x = np.asarray(bunch.data, dtype=np.float32)
+        if name == "digits":
+            if scale:
+                x = x / 16.0
+            if as_image:
+                x = x.reshape(-1, 1, 8, 8)
+        self.name = name
+        self.inputs = torch.from_numpy(np.ascontiguousarray(x))
+        self.targets: list[int] = [int(t) for t in bunch.target]
+        self._labels = torch.as_tensor(self.targets, dtype=torch.int64)
+        self.task: Task = Classification([str(n) for n in bunch.target_names])
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"input": self.inputs[index], "label": self._labels[index]}
+
+    def __repr__(self) -> str:
+        return f"SklearnDataset(name={self.name!r}, samples={len(self)})"
+
+
+class TorchDatasetAdapter(Dataset):
+    """Wrap any ``torch.utils.data.Dataset`` class given by import path.
+
+    Args:
+        class_path: ``package.module.ClassName``; must pass :func:`check_import_allowed`.
+        params: Constructor keyword arguments.
+        task: The task block of the config (gives the sample keys).
+        allow: Extra allowed module prefixes (the config's ``imports.allow``).
+
+    Raises:
+        ConfigError: The class is not allowed, not importable or not constructible.
+    """
+
+    def __init__(self, class_path: str, params: dict[str, Any] | None = None,
+                 task: Task | None = None, allow: Iterable[str] = ()) -> None:
+        check_import_allowed(class_path, allow)
+        cls = import_object(class_path)
+        try:
+            self.dataset = cls(**(params or {}))
+        except Exception as exc:
+            raise ConfigError(f"class_path {class_path!r}: construction failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        self.class_path = class_path
+        if task is not None:
+            self.task = task
+        targets = getattr(self.dataset, "targets", None)
+        if targets is not None:
+            try:
+                self.targets = [int(t) for t in targets]
+            except (TypeError, ValueError):
+                pass
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return as_sample(self.dataset[index])
+
+    def __repr__(self) -> str:
+        return f"TorchDatasetAdapter({self.class_path}, samples={len(self)})"

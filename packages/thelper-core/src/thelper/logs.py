@@ -1,0 +1,57 @@
+"""Console and file logging: what the console shows is also written to ``logs/``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+__all__ = ["console", "setup_logging", "attach_file_handler", "detach_file_handlers"]
+
+#: Console for logs and progress bars (stderr, so stdout stays machine-readable).
+console = Console(stderr=True)
+_FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup_logging(level: int = logging.INFO) -> logging.Logger:
+    """Configure the ``thelper`` logger with a rich console handler (idempotent)."""
+    logger = logging.getLogger("thelper")
+    logger.setLevel(level)
+    logger.propagate = False
+    if not any(getattr(h, "_thelper_console", False) for h in logger.handlers):
+        handler: logging.Handler
+        if console.is_terminal:
+            handler = RichHandler(console=console, show_path=False, markup=False,
+                                  rich_tracebacks=False)
+        else:  # plain lines for pipes and CI logs (no wrapping, no colours)
+            handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._thelper_console = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    return logger
+
+
+def attach_file_handler(path: Path, name: str = "thelper") -> logging.FileHandler:
+    """Also write the ``name`` logger to ``path`` (appending)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_FILE_FORMAT))
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    return handler
+
+
+def detach_file_handlers(name: str = "thelper") -> None:
+    """Close and remove the file handlers of the ``name`` logger."""
+    logger = logging.getLogger(name)
+    for h in list(logger.handlers):
+        if isinstance(h, logging.FileHandler):
+            logger.removeHandler(h)
+            h.close()
+
+
+def is_interactive() -> bool:
+    """True when progress bars can be drawn (a terminal on stderr)."""
+    return console.is_terminal and sys.stderr.isatty()

@@ -1,0 +1,188 @@
+"""Start, resume and evaluate sessions: the code behind ``thelper run`` and ``thelper resume``."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from thelper.config import ConfigDocument, document_from_dict, validate_document
+from thelper.exceptions import CheckpointError, SessionError
+from thelper.logs import attach_file_handler, setup_logging
+from thelper.plugins import ThelperPluginManager, get_plugin_manager
+from thelper.session import (Session, create_session_dir, draw_seeds, flatten_hparams,
+                             probe_writable)
+
+__all__ = ["run_session", "resume_session"]
+
+
+def _config_dump(cfg: Any, seeds: dict[str, int]) -> dict[str, Any]:
+    data = cfg.model_dump(mode="json", exclude_none=False)
+    data["seeds"] = dict(seeds)
+    return data
+
+
+def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any] | None,
+             eval_only: bool = False) -> Session:
+    import torch
+
+    from thelper.build import build_data, build_model
+    from thelper.checkpoint import find_checkpoint, set_rng_state
+
+    registry = pm.registry
+    log = session.logger
+    handler = attach_file_handler(session.logs_dir / "trainer.log")
+    started = False
+    status, error = "failed", None
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+
+    def _sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, _sigterm)
+    except ValueError:  # not in the main thread
+        previous_sigterm = None
+    try:
+        log.info("session %r in %s", session.name, session.session_dir)
+        log.info("seeds: %s", session.seeds)
+        session.write_config_files()
+        session.write_packages()
+        data = build_data(session, registry)
+        session.task = data.task
+        torch.manual_seed(session.seeds["torch"])
+        model = build_model(session, registry, data.task)
+        tcfg = session.cfg.trainer
+        trainer = registry.build("trainer", tcfg.type, tcfg.params, session=session,
+                                 model=model, data=data, registry=registry)
+        if ckpt is not None:
+            trainer.load_state_dict(ckpt)
+            if ckpt.get("rng"):
+                set_rng_state(ckpt["rng"])
+        session.hparams = flatten_hparams(session.config)
+        pm.session_start(session)
+        started = True
+        if eval_only:
+            best = find_checkpoint(session.session_dir, "best")
+            trainer.test(best)
+        else:
+            if session.start_epoch > tcfg.epochs:
+                log.info("all %d epochs are done; evaluating the best model", tcfg.epochs)
+            else:
+                log.info("training epochs %d to %d on %s", session.start_epoch, tcfg.epochs,
+                         session.device)
+                trainer.fit()
+            trainer.test()
+        status = "completed"
+    except KeyboardInterrupt as exc:
+        status, error = "interrupted", exc
+        log.warning("interrupted; the latest checkpoint is kept, continue with 'thelper "
+                    "resume %s'", session.session_dir)
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if started:
+            session.status = status
+            try:
+                pm.session_end(session, status, error)
+            finally:
+                log.info("session %s: %s", session.name, status)
+        elif error is not None:
+            log.error("session %s failed before training started: %s", session.name, error)
+            _record_early_failure(session, error)
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        logging.getLogger("thelper").removeHandler(handler)
+        handler.close()
+    return session
+
+
+def _record_early_failure(session: Session, error: BaseException) -> None:
+    """Write a failed ``run.json`` when the session dies before the trackers started."""
+    from thelper.session import now, platform_info, write_json
+
+    path = session.session_dir / "run.json"
+    if path.exists() and not session.resumed:
+        return
+    try:
+        write_json(path, {
+            "name": session.name, "status": "failed",
+            "error": f"{type(error).__name__}: {error}", "config": session.config,
+            "hparams": flatten_hparams(session.config), "metrics": session.history,
+            "test": None, "seeds": session.seeds, "platform": platform_info(), "git": None,
+            "started_at": session.started_at, "ended_at": now(),
+        })
+    except OSError:
+        pass
+
+
+def run_session(doc: ConfigDocument, save_dir: str | Path,
+                pm: ThelperPluginManager | None = None) -> Session:
+    """Validate ``doc``, create ``save_dir/<name>/`` and train, validate and test.
+
+    Raises:
+        ConfigError: The config is invalid (every problem listed).
+        SessionError: The session directory exists or is not writable.
+        ThelperError: Any other user-facing failure while training.
+    """
+    setup_logging()
+    pm = pm or get_plugin_manager()
+    cfg = validate_document(doc, pm.registry)
+    seeds = draw_seeds(cfg.seeds.model_dump())
+    session_dir = create_session_dir(Path(save_dir), cfg.name)
+    config = _config_dump(cfg, seeds)
+    session = Session(name=cfg.name, session_dir=session_dir, config=config, cfg=cfg,
+                      seeds=seeds, plugins=pm)
+    return _execute(session, pm, ckpt=None)
+
+
+def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
+                   eval_only: bool = False, map_location: str | None = None,
+                   pm: ThelperPluginManager | None = None) -> Session:
+    """Continue a session from its latest checkpoint (or evaluate its best one).
+
+    Args:
+        path: Session directory or checkpoint file.
+        sets: ``--set`` overrides applied to the checkpoint's config (e.g. more epochs).
+        eval_only: Only evaluate ``ckpt.best.pt`` on the test split.
+        map_location: Device for the checkpoint's tensors (``cpu`` for GPU checkpoints on a
+            CPU machine; also sets ``trainer.device``).
+        pm: Plugin manager.
+
+    Raises:
+        CheckpointError: No usable checkpoint.
+        ConfigError: The stored config (with overrides) is invalid.
+    """
+    from thelper.checkpoint import find_checkpoint, load_checkpoint
+
+    setup_logging()
+    pm = pm or get_plugin_manager()
+    ckpt_path = find_checkpoint(path, "latest")
+    ckpt = load_checkpoint(ckpt_path, map_location=map_location)
+    config = copy.deepcopy(ckpt.get("config") or {})
+    if not config:
+        raise CheckpointError(f"{str(ckpt_path)!r} holds no session config; it was not "
+                              "written by 'thelper run'")
+    extra = list(sets)
+    if map_location is not None:
+        extra.insert(0, f"trainer.device={map_location}")
+    doc = document_from_dict(config, extra)
+    cfg = validate_document(doc, pm.registry)
+    session_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" \
+        else ckpt_path.parent
+    if not (session_dir / "checkpoints").is_dir():
+        raise SessionError(f"{str(ckpt_path)!r} is not inside a session directory "
+                           "(<session>/checkpoints/); cannot resume there")
+    probe_writable(session_dir)
+    seeds = {k: int(v) for k, v in (ckpt.get("seeds") or config.get("seeds") or {}).items()}
+    seeds = draw_seeds({**cfg.seeds.model_dump(), **seeds})
+    session = Session(name=cfg.name, session_dir=session_dir,
+                      config=_config_dump(cfg, seeds), cfg=cfg, seeds=seeds, plugins=pm,
+                      resumed=True, start_epoch=int(ckpt.get("epoch", 0)) + 1,
+                      history=copy.deepcopy(ckpt.get("history") or {}))
+    session.logger.info("resuming from %s (epoch %s)", ckpt_path, ckpt.get("epoch"))
+    return _execute(session, pm, ckpt=ckpt, eval_only=eval_only)

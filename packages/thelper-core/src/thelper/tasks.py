@@ -1,0 +1,211 @@
+"""Task objects: what a model must predict, and how the generic loop talks to it.
+
+A task names the sample keys (``input_key``, ``label_key``), supplies the default loss and
+metrics, extracts targets from a batch and decodes predictions. Datasets may provide their
+own task (``dataset.task``); otherwise the config gives one in a ``task:`` block. When a
+session has several datasets, their tasks are merged (:meth:`Task.merge`).
+
+Tasks are plain Python (no torch at import) and serialise to plain dicts
+(:meth:`Task.to_dict`), which checkpoints store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from thelper.exceptions import ConfigError
+from thelper.registry import Params
+
+__all__ = ["Task", "Classification", "ClassificationParams", "task_from_dict"]
+
+
+class Task:
+    """Base task.
+
+    Args:
+        input_key: Key of the model input in each sample dict.
+        label_key: Key of the target in each sample dict.
+        meta_keys: Other keys carried along (paths, ids), never given to the model.
+    """
+
+    type_name: ClassVar[str] = "task"
+
+    def __init__(self, input_key: str = "input", label_key: str = "label",
+                 meta_keys: Sequence[str] = ()) -> None:
+        self.input_key = str(input_key)
+        self.label_key = str(label_key)
+        self.meta_keys = [str(k) for k in meta_keys]
+
+    # --------------------------------------------------------------- description
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments (plain data)."""
+        return {"input_key": self.input_key, "label_key": self.label_key,
+                "meta_keys": list(self.meta_keys)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"type": ..., "params": {...}}``, suitable for configs and checkpoints."""
+        return {"type": self.type_name, "params": self.params()}
+
+    def merge(self, other: Task) -> Task:
+        """Combine with another dataset's task.
+
+        Raises:
+            ConfigError: The tasks are not compatible.
+        """
+        if self.to_dict() != other.to_dict():
+            raise ConfigError(f"incompatible tasks: {self.to_dict()} vs {other.to_dict()}")
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Task) and self.to_dict() == other.to_dict()
+
+    # ------------------------------------------------------------- the loop API
+    def default_loss(self) -> tuple[str, dict[str, Any]]:
+        """Registered loss ``(type, params)`` used when the config gives none."""
+        raise NotImplementedError
+
+    def get_input(self, batch: Mapping[str, Any]) -> Any:
+        """The model input of a collated batch."""
+        return batch[self.input_key]
+
+    def get_target(self, batch: Mapping[str, Any]) -> Any:
+        """The loss/metric target of a collated batch."""
+        return batch[self.label_key]
+
+    def decode(self, outputs: Any) -> Any:
+        """Turn raw model outputs into predictions."""
+        return outputs
+
+
+class ClassificationParams(Params):
+    """Params of the ``classification`` task."""
+
+    class_names: list[str] = Field(min_length=1)
+    """Class names, in label-index order (index i is the model's output i)."""
+    input_key: str = "input"
+    """Key of the image/features in each sample (``"0"`` for tuple samples)."""
+    label_key: str = "label"
+    """Key of the class index (or class name) in each sample (``"1"`` for tuple samples)."""
+    meta_keys: list[str] = Field(default_factory=list)
+    """Keys carried along for reports (e.g. ``path``)."""
+
+    @field_validator("class_names", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                    for v in value]
+        return value
+
+    @field_validator("class_names")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        dupes = sorted({v for v in value if value.count(v) > 1})
+        if dupes:
+            raise ValueError(f"class names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+    @field_validator("input_key", "label_key", mode="before")
+    @classmethod
+    def _key_str(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Classification(Task):
+    """Single-label classification into ``len(class_names)`` classes.
+
+    The model outputs logits of shape ``(N, C)`` (float), with ``C = len(class_names)``;
+    targets are class indices of shape ``(N,)`` (int64). Labels given as class names are
+    mapped to their index. Default loss: cross-entropy. Predictions: ``argmax`` over ``C``.
+
+    Args:
+        class_names: Class names in index order.
+        input_key: Key of the input in each sample.
+        label_key: Key of the label in each sample.
+        meta_keys: Keys carried along for reports.
+    """
+
+    type_name = "classification"
+
+    def __init__(self, class_names: Sequence[str], input_key: str = "input",
+                 label_key: str = "label", meta_keys: Sequence[str] = ()) -> None:
+        super().__init__(input_key, label_key, meta_keys)
+        self.class_names = [str(c) for c in class_names]
+        if not self.class_names:
+            raise ConfigError("a classification task needs at least one class name")
+        self._index = {c: i for i, c in enumerate(self.class_names)}
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``C``."""
+        return len(self.class_names)
+
+    def params(self) -> dict[str, Any]:
+        return {"class_names": list(self.class_names), **super().params()}
+
+    def merge(self, other: Task) -> Task:
+        """Merge class names (union, order of first appearance) when keys agree."""
+        if not isinstance(other, Classification):
+            raise ConfigError(f"cannot merge classification task with {other.to_dict()}")
+        if (other.input_key, other.label_key) != (self.input_key, self.label_key):
+            raise ConfigError(
+                "datasets use different sample keys: "
+                f"({self.input_key!r}, {self.label_key!r}) vs "
+                f"({other.input_key!r}, {other.label_key!r}); give them the same task keys"
+            )
+        names = list(self.class_names) + [c for c in other.class_names
+                                           if c not in self._index]
+        return Classification(names, self.input_key, self.label_key,
+                              sorted(set(self.meta_keys) | set(other.meta_keys)))
+
+    def default_loss(self) -> tuple[str, dict[str, Any]]:
+        return "cross_entropy", {}
+
+    def label_index(self, label: Any) -> int:
+        """Class index of one label (an index or a class name).
+
+        Raises:
+            ConfigError: The label is neither a valid index nor a known class name.
+        """
+        if isinstance(label, str):
+            if label not in self._index:
+                raise ConfigError(f"label {label!r} is not one of the task's class names")
+            return self._index[label]
+        return int(label)
+
+    def get_target(self, batch: Mapping[str, Any]) -> Any:
+        import torch
+
+        target = batch[self.label_key]
+        if isinstance(target, list | tuple):
+            target = torch.as_tensor([self.label_index(t) for t in target])
+        return target.long()
+
+    def decode(self, outputs: Any) -> Any:
+        """Class indices ``(N,)`` (int64) from logits ``(N, C)``."""
+        return outputs.argmax(dim=1)
+
+
+_TASK_TYPES: dict[str, type[Task]] = {"classification": Classification}
+
+
+def task_from_dict(data: Mapping[str, Any]) -> Task:
+    """Rebuild a core task from :meth:`Task.to_dict` output (e.g. from a checkpoint).
+
+    Raises:
+        ConfigError: Unknown task type.
+    """
+    kind = data.get("type")
+    if kind not in _TASK_TYPES:
+        from thelper.plugins import get_plugin_manager
+
+        registry = get_plugin_manager().registry
+        return registry.build("task", str(kind), dict(data.get("params") or {}))
+    return _TASK_TYPES[kind](**dict(data.get("params") or {}))

@@ -1,0 +1,110 @@
+"""Run record tracker: keeps ``run.json`` at the session root up to date.
+
+``run.json`` holds ``name``, ``status`` (``running``, ``completed``, ``failed`` or
+``interrupted``), ``error``, ``config``, ``hparams``, ``metrics`` (per split, per epoch),
+``best`` (monitored metric, value, epoch), ``test`` (final metrics of the best model),
+``seeds``, ``platform``, ``git``, ``started_at``, ``ended_at``, ``resumed_at`` and
+``checkpoints``. It is rewritten atomically after every event, so it is always valid JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from thelper.plugins import hookimpl
+from thelper.session import flatten_hparams, git_info, now, platform_info, write_json
+
+KEY = "run-record"
+
+
+def _path(session: Any) -> Path:
+    return session.session_dir / "run.json"
+
+
+def _record(session: Any) -> dict[str, Any]:
+    rec = session.extras.get(KEY)
+    if rec is None:
+        rec = {}
+        path = _path(session)
+        if session.resumed and path.is_file():
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                rec = {}
+        session.extras[KEY] = rec
+    return rec
+
+
+def _write(session: Any) -> None:
+    rec = _record(session)
+    rec["metrics"] = session.history
+    write_json(_path(session), rec)
+
+
+@hookimpl
+def thelper_session_start(session: Any) -> None:
+    rec = _record(session)
+    if session.resumed and rec.get("started_at"):
+        rec.setdefault("resumed_at", []).append(now())
+    else:
+        rec["started_at"] = session.started_at
+    rec.update({
+        "name": session.name,
+        "status": "running",
+        "error": None,
+        "config": session.config,
+        "hparams": session.hparams or flatten_hparams(session.config),
+        "seeds": session.seeds,
+        "task": session.task.to_dict() if session.task is not None else None,
+        "platform": {**platform_info(), "device": session.device},
+        "git": git_info(),
+        "ended_at": None,
+    })
+    rec.setdefault("test", None)
+    rec.setdefault("checkpoints", {})
+    _write(session)
+
+
+@hookimpl
+def thelper_epoch_end(session: Any, epoch: int, metrics: dict[str, dict[str, float]]) -> None:
+    _write(session)
+
+
+@hookimpl
+def thelper_checkpoint_saved(session: Any, path: Path, epoch: int, is_best: bool) -> None:
+    rec = _record(session)
+    rel = str(path.relative_to(session.session_dir)) if path.is_relative_to(
+        session.session_dir) else str(path)
+    kind = "best" if path.name == "ckpt.best.pt" else (
+        "latest" if path.name == "ckpt.latest.pt" else "epoch")
+    if kind == "epoch":
+        rec["checkpoints"].setdefault("epochs", [])
+        if rel not in rec["checkpoints"]["epochs"]:
+            rec["checkpoints"]["epochs"].append(rel)
+    else:
+        rec["checkpoints"][kind] = {"path": rel, "epoch": epoch}
+    if is_best:
+        trainer_monitor = session.cfg.trainer.monitor
+        split = "valid" if "valid" in session.history else "train"
+        value = session.history.get(split, [{}])[-1].get(trainer_monitor)
+        rec["best"] = {"metric": trainer_monitor, "split": split, "value": value,
+                       "epoch": epoch}
+
+
+@hookimpl
+def thelper_evaluation_end(session: Any, split: str, epoch: int, metrics: dict[str, float]) -> None:
+    rec = _record(session)
+    rec["test"] = {"split": split, "epoch": epoch, **metrics}
+    _write(session)
+
+
+@hookimpl
+def thelper_session_end(session: Any, status: str, error: BaseException | None) -> None:
+    rec = _record(session)
+    rec["status"] = status
+    rec["error"] = None if error is None else f"{type(error).__name__}: {error}"
+    rec["ended_at"] = now()
+    _write(session)
+    session.extras.pop(KEY, None)

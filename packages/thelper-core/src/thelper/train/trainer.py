@@ -1,0 +1,415 @@
+"""The generic supervised epoch loop, shared by every task.
+
+The task object supplies inputs, targets and the default loss; metrics accumulate on the
+device and are reduced once per epoch, so a step performs no device-to-host
+synchronisation except every ``log_every_n_steps`` steps for the progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from thelper.checkpoint import FORMAT, get_rng_state, save_checkpoint, source_info
+from thelper.data.loaders import epoch_seed
+from thelper.exceptions import ConfigError, DataError, ThelperError
+from thelper.logs import console, is_interactive
+from thelper.metrics import Metric
+
+__all__ = ["Trainer", "resolve_device"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → ``cuda`` when available else ``cpu``; validates CUDA requests.
+
+    Raises:
+        ConfigError: CUDA requested but unavailable.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"trainer.device: {name!r} is not a device ({exc}); use auto, cpu, "
+                          "cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device: {name!r} requested but CUDA is not available; use "
+                          "'auto' or 'cpu' (e.g. --set trainer.device=cpu)")
+    return dev
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, non_blocking: bool) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v)
+            for k, v in batch.items()}
+
+
+class Trainer:
+    """Generic epoch loop: train, validate, checkpoint, then test the best model.
+
+    Args:
+        session: The session (config, task, directories, plugin manager).
+        model: The model to train.
+        data: The session data (loaders per split, generators).
+        registry: Component registry used to build loss, optimizer, scheduler, metrics.
+        grad_clip_norm: Clip the global gradient norm (``None``: no clipping).
+        log_every_n_steps: Refresh the running loss shown in the progress bar every N steps.
+    """
+
+    def __init__(self, session: Any, model: torch.nn.Module, data: Any, registry: Any,
+                 grad_clip_norm: float | None = None, log_every_n_steps: int = 20) -> None:
+        self.session = session
+        self.cfg = session.cfg.trainer
+        self.registry = registry
+        self.data = data
+        self.task = data.task
+        self.grad_clip_norm = grad_clip_norm
+        self.log_every_n_steps = log_every_n_steps
+        self.device = resolve_device(self.cfg.device)
+        session.device = str(self.device)
+        self.model = model.to(self.device)
+        opt_cfg = self.cfg.optimization
+        if opt_cfg.loss is not None:
+            self.loss_fn = registry.build("loss", opt_cfg.loss.type, opt_cfg.loss.params)
+            self.loss_spec = {"type": opt_cfg.loss.type, "params": opt_cfg.loss.params.model_dump()}
+        else:
+            name, params = self.task.default_loss()
+            self.loss_fn = registry.build("loss", name, params)
+            self.loss_spec = {"type": name, "params": params}
+        if isinstance(self.loss_fn, torch.nn.Module):
+            self.loss_fn = self.loss_fn.to(self.device)
+        self.optimizer = registry.build("optimizer", opt_cfg.optimizer.type,
+                                        opt_cfg.optimizer.params, params=self.model.parameters())
+        self.monitor = self.cfg.monitor
+        self.goal = self._goal(self.monitor)
+        self.scheduler = None
+        self.step_metric: str | None = None
+        if opt_cfg.scheduler is not None:
+            spec = opt_cfg.scheduler
+            info = registry.get("scheduler", spec.type)
+            if info.metadata.get("needs_metric"):
+                self.step_metric = spec.step_metric or self.monitor
+            self.scheduler = registry.build(
+                "scheduler", spec.type, spec.params, optimizer=self.optimizer,
+                goal=self._goal(self.step_metric) if self.step_metric else "min")
+        self.metric_specs = dict(self.cfg.metrics)
+        self.test_metric_specs = dict(self.cfg.test_metrics)
+        self.metrics = self._build_metrics(self.metric_specs)
+        self.monitor_split = "valid" if "valid" in data.loaders else "train"
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        self.step = 0
+        self.epoch = 0
+        self._checked_outputs = False
+
+    # ------------------------------------------------------------------ helpers
+    def _goal(self, metric: str | None) -> str:
+        if metric is None or metric == "loss":
+            return "min"
+        spec = self.cfg.metrics.get(metric)
+        if spec is None:
+            raise ConfigError(f"trainer.monitor: metric {metric!r} is not defined under "
+                              "trainer.metrics")
+        goal = self.registry.get("metric", spec.type).metadata.get("goal")
+        if goal not in ("min", "max"):
+            raise ConfigError(f"metric {metric!r} has no min/max goal and cannot be monitored")
+        return str(goal)
+
+    def _build_metrics(self, specs: dict[str, Any]) -> dict[str, Metric]:
+        out = {}
+        for name, spec in specs.items():
+            metric = self.registry.build("metric", spec.type, spec.params, task=self.task)
+            out[name] = metric
+        return out
+
+    def _improved(self, value: float | None) -> bool:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        if self.best is None:
+            return True
+        delta = self.cfg.early_stopping.min_delta if self.cfg.early_stopping else 0.0
+        return value < self.best - delta if self.goal == "min" else value > self.best + delta
+
+    def _seed_epoch(self, epoch: int) -> None:
+        seeds = self.session.seeds
+        torch.manual_seed(epoch_seed(seeds["torch"], epoch))
+        np.random.seed(epoch_seed(seeds["numpy"], epoch) % 2**32)
+        random.seed(epoch_seed(seeds["random"], epoch))
+        gen = self.data.generators.get("train")
+        if gen is not None:
+            gen.manual_seed(epoch_seed(seeds["worker"], epoch))
+
+    def _check_outputs(self, outputs: torch.Tensor) -> None:
+        num = getattr(self.task, "num_classes", None)
+        if num is not None and (outputs.ndim < 2 or outputs.shape[1] != num):
+            raise ConfigError(
+                f"model {self.session.cfg.model.type!r} outputs shape "
+                f"{tuple(outputs.shape)} but the task has {num} classes; expected (N, {num}, ...)"
+            )
+        self._checked_outputs = True
+
+    def _forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inputs = self.task.get_input(batch)
+        targets = self.task.get_target(batch)
+        if isinstance(targets, torch.Tensor):
+            targets = targets.to(self.device, non_blocking=True)
+        outputs = self.model(inputs)
+        if not self._checked_outputs:
+            self._check_outputs(outputs)
+        loss = self.loss_fn(outputs, targets)
+        return outputs, targets, loss
+
+    # ------------------------------------------------------------------- epochs
+    def _progress(self, total: int, label: str) -> Any:
+        if not (self.cfg.progress and is_interactive()):
+            return None
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[info]}"), console=console, transient=True)
+        progress.start()
+        progress.add_task(label, total=total, info="")
+        return progress
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training loader; returns ``loss``, ``lr`` and the metrics."""
+        loader = self.data.loaders["train"]
+        self.model.train()
+        for m in self.metrics.values():
+            m.reset()
+        loss_sum = torch.zeros((), device=self.device)
+        count = 0
+        progress = self._progress(len(loader), f"epoch {epoch}/{self.cfg.epochs} train")
+        non_blocking = self.device.type == "cuda"
+        try:
+            for i, batch in enumerate(loader):
+                batch = _to_device(batch, self.device, non_blocking)
+                outputs, targets, loss = self._forward(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.grad_clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
+                self.optimizer.step()
+                self.step += 1
+                n = outputs.shape[0]
+                count += n
+                detached = outputs.detach()
+                loss_sum += loss.detach() * n
+                for m in self.metrics.values():
+                    m.update(detached, targets)
+                if progress is not None:
+                    info = ""
+                    if (i + 1) % self.log_every_n_steps == 0:
+                        info = f"loss {float(loss_sum) / max(count, 1):.4f}"
+                    progress.update(progress.task_ids[0], advance=1,
+                                    **({"info": info} if info else {}))
+        finally:
+            if progress is not None:
+                progress.stop()
+        if count == 0:
+            raise DataError("the training loader produced no batch (batch size larger than "
+                            "the split with drop_last?)")
+        loss_value = float(loss_sum) / count
+        if not math.isfinite(loss_value):
+            raise ThelperError(f"non-finite training loss ({loss_value}) at epoch {epoch}, "
+                               f"step {self.step}; lower the learning rate or check the data")
+        out = {"loss": loss_value, "lr": float(self.optimizer.param_groups[0]["lr"])}
+        for name, m in self.metrics.items():
+            v = m.compute()
+            if v is not None:
+                out[name] = float(v)
+        return out
+
+    @torch.inference_mode()
+    def evaluate(self, split: str, epoch: int, metrics: dict[str, Metric] | None = None,
+                 reports: bool = True) -> dict[str, float]:
+        """Evaluate the model on ``split``; write non-scalar metric reports and figures.
+
+        Returns:
+            ``{"loss": ..., metric: value}`` for every scalar metric.
+        """
+        loader = self.data.loaders[split]
+        metrics = self.metrics if metrics is None else metrics
+        self.model.eval()
+        for m in metrics.values():
+            m.reset()
+        loss_sum = torch.zeros((), device=self.device)
+        count = 0
+        progress = self._progress(len(loader), f"epoch {epoch}/{self.cfg.epochs} {split}")
+        non_blocking = self.device.type == "cuda"
+        try:
+            for batch in loader:
+                batch = _to_device(batch, self.device, non_blocking)
+                outputs, targets, loss = self._forward(batch)
+                n = outputs.shape[0]
+                count += n
+                loss_sum += loss * n
+                for m in metrics.values():
+                    m.update(outputs, targets)
+                if progress is not None:
+                    progress.update(progress.task_ids[0], advance=1)
+        finally:
+            if progress is not None:
+                progress.stop()
+        out = {"loss": float(loss_sum) / max(count, 1)}
+        for name, m in metrics.items():
+            v = m.compute()
+            if v is not None:
+                out[name] = float(v)
+        if reports:
+            self._write_reports(split, epoch, metrics)
+        return out
+
+    def _write_reports(self, split: str, epoch: int, metrics: dict[str, Metric]) -> None:
+        for name, m in metrics.items():
+            if type(m).report is Metric.report:
+                continue
+            report = m.report(self.session.split_dir(split), name)
+            if report is None:
+                continue
+            if report.figure is not None:
+                self.session.plugins.log_figure(self.session, split, epoch, name, report.figure)
+                import matplotlib.pyplot as plt
+
+                plt.close(report.figure)
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        """Everything needed to resume after ``epoch``, as plain data."""
+        s = self.session
+        return {
+            "format": FORMAT,
+            "version": _version(),
+            "name": s.name,
+            "epoch": epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "model_type": s.cfg.model.type,
+            "model_params": s.cfg.model.params.model_dump(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "monitor": {"metric": self.monitor, "goal": self.goal, "split": self.monitor_split,
+                        "best": self.best, "best_epoch": self.best_epoch},
+            "early_stopping": {"bad_epochs": self.bad_epochs},
+            "history": s.history,
+            "rng": get_rng_state(),
+            "config": s.config,
+            "task": self.task.to_dict(),
+            "seeds": dict(s.seeds),
+            "source": source_info(),
+            "torch": str(torch.__version__),
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Restore model, optimizer, scheduler, monitor and counters from a checkpoint."""
+        self.model.load_state_dict(ckpt["model"])
+        if ckpt.get("optimizer") is not None:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        mon = ckpt.get("monitor") or {}
+        self.best, self.best_epoch = mon.get("best"), mon.get("best_epoch")
+        self.bad_epochs = int((ckpt.get("early_stopping") or {}).get("bad_epochs", 0))
+        self.step = int(ckpt.get("step", 0))
+        self.epoch = int(ckpt.get("epoch", 0))
+
+    def _save(self, epoch: int, is_best: bool) -> None:
+        s = self.session
+        state = self.state_dict(epoch)
+        paths = []
+        if epoch % self.cfg.save_freq == 0 or epoch == self.cfg.epochs:
+            paths.append(s.checkpoints_dir / f"ckpt.{epoch:04d}.pt")
+        if is_best:
+            paths.append(s.checkpoints_dir / "ckpt.best.pt")
+        paths.append(s.checkpoints_dir / "ckpt.latest.pt")  # last: marks the epoch complete
+        for p in paths:
+            save_checkpoint(state, p)
+            s.plugins.checkpoint_saved(s, p, epoch, is_best)
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> None:
+        """Train from ``session.start_epoch`` to ``trainer.epochs`` (or an early stop)."""
+        s = self.session
+        log = s.logger
+        es = self.cfg.early_stopping
+        for epoch in range(s.start_epoch, self.cfg.epochs + 1):
+            t0 = time.perf_counter()
+            self._seed_epoch(epoch)
+            metrics = {"train": self.train_epoch(epoch)}
+            if "valid" in self.data.loaders:
+                metrics["valid"] = self.evaluate("valid", epoch, reports=False)
+            value = metrics[self.monitor_split].get(self.monitor)
+            is_best = self._improved(value)
+            if is_best:
+                self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            else:
+                self.bad_epochs += 1
+            if self.scheduler is not None:
+                if self.step_metric is not None:
+                    sv = metrics[self.monitor_split].get(self.step_metric)
+                    if sv is None:
+                        raise ConfigError(f"scheduler step metric {self.step_metric!r} was "
+                                          f"not computed on the {self.monitor_split} split")
+                    self.scheduler.step(sv)
+                else:
+                    self.scheduler.step()
+            if "valid" in metrics and (is_best or epoch == self.cfg.epochs):
+                # reports (confusion matrix, ...) of the best and the last epoch only:
+                # plotting every epoch would cost more than a small model's training
+                self._write_reports("valid", epoch, self.metrics)
+            for split, values in metrics.items():
+                s.history.setdefault(split, []).append({"epoch": epoch, **values})
+            self.epoch = epoch
+            self._save(epoch, is_best)
+            log.info("epoch %d/%d  %s  (%.1fs)%s", epoch, self.cfg.epochs,
+                     "  |  ".join(f"{sp} " + " ".join(f"{k} {v:.4g}" for k, v in vals.items())
+                                  for sp, vals in metrics.items()),
+                     time.perf_counter() - t0, "  *best*" if is_best else "")
+            s.plugins.epoch_end(s, epoch, metrics)
+            if es is not None and self.bad_epochs >= es.patience:
+                log.info("early stopping: %s did not improve for %d epochs (best %.4g at "
+                         "epoch %s)", self.monitor, es.patience, self.best or float("nan"),
+                         self.best_epoch)
+                break
+
+    def test(self, best_checkpoint: Path | None = None) -> dict[str, float]:
+        """Evaluate the best model (``ckpt.best.pt`` if present) on the test split.
+
+        Falls back to the validation split when there is no test split. Uses both
+        ``metrics`` and ``test_metrics``. Stores the result in ``session.test_metrics``.
+        """
+        from thelper.checkpoint import load_checkpoint
+
+        s = self.session
+        split = "test" if "test" in self.data.loaders else (
+            "valid" if "valid" in self.data.loaders else None)
+        if split is None:
+            s.logger.info("no test or validation split: skipping the final evaluation")
+            return {}
+        epoch = self.epoch
+        path = best_checkpoint or s.checkpoints_dir / "ckpt.best.pt"
+        if path.is_file():
+            ckpt = load_checkpoint(path, map_location=self.device)
+            self.model.load_state_dict(ckpt["model"])
+            epoch = int(ckpt.get("epoch", epoch))
+        metrics = {**self.metrics, **self._build_metrics(self.test_metric_specs)}
+        values = self.evaluate(split, epoch, metrics)
+        s.test_metrics = values
+        s.logger.info("%s of the best model (epoch %s): %s", split, epoch,
+                      " ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        s.plugins.evaluation_end(s, split, epoch, values)
+        return values
+
+
+def _version() -> str:
+    from thelper import __version__
+
+    return __version__
