@@ -36,13 +36,21 @@ def bce_with_logits(pos_weight: list[float] | None = None,
 
 
 def reduce_lr_on_plateau(optimizer: torch.optim.Optimizer, mode: str | None = None,
-                         goal: str = "min", **kwargs: Any) -> Any:
+                         goal: str = "min", factor: float = 0.1, patience: int = 10,
+                         threshold: float = 1e-4, cooldown: int = 0,
+                         min_lr: float = 0.0) -> Any:
     """``ReduceLROnPlateau`` whose ``mode`` defaults to the step metric's goal.
 
     Args:
         optimizer: The session's optimizer.
         mode: ``min`` or ``max``; ``None`` uses ``goal``.
         goal: Goal of the step metric (given by the trainer).
-        **kwargs: Other ``ReduceLROnPlateau`` arguments (factor, patience, ...).
+        factor: Multiplicative factor of each reduction.
+        patience: Epochs without improvement before reducing.
+        threshold: Minimum relative change counted as an improvement.
+        cooldown: Epochs to wait after a reduction.
+        min_lr: Lower bound of the learning rate.
     """
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode or goal, **kwargs)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode=mode or goal, factor=factor, patience=patience, threshold=threshold,
+        cooldown=cooldown, min_lr=min_lr)

@@ -112,11 +112,14 @@ class ComponentInfo:
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    """Closest matches of ``name`` among ``choices`` (case-insensitive, difflib ratio ≥ 0.6)."""
+    """Closest matches of ``name`` among ``choices``: difflib ratio ≥ 0.6, then prefixes."""
     choices = list(choices)
     lowered = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)
-    return [lowered[h] for h in hits]
+    key = name.lower().replace(" ", "_")
+    hits = difflib.get_close_matches(key, list(lowered), n=n, cutoff=0.6)
+    if len(key) >= 3:  # abbreviations: 'acc' -> 'accuracy'
+        hits += [c for c in lowered if c.startswith(key) and c not in hits]
+    return [lowered[h] for h in hits[:n]]
 
 
 def _accepted_kwargs(func: Callable[..., Any], context: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,7 +219,8 @@ class Registry:
             kind: Component kind.
             name: Canonical name or alias.
             params: Validated params model, or a mapping validated here.
-            **context: Extra arguments passed only if the factory's signature names them.
+            **context: Extra arguments passed only if the factory's signature names them and
+                no param of the same name exists.
 
         Raises:
             ComponentNotFoundError: Unknown name.
@@ -232,7 +236,8 @@ class Registry:
                 ) from exc
         factory = info.load()
         kwargs = params.model_dump() if isinstance(params, BaseModel) else dict(params)
-        kwargs.update(_accepted_kwargs(factory, context))
+        for key, value in _accepted_kwargs(factory, context).items():
+            kwargs.setdefault(key, value)  # validated params always win over context
         try:
             return factory(**kwargs)
         except Exception as exc:

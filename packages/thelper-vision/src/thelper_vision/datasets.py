@@ -8,6 +8,7 @@ classification task.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,25 @@ from thelper.exceptions import DataError
 from thelper.tasks import Classification
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import find_classes, make_dataset
-from torchvision.io import ImageReadMode, decode_image
+
+try:  # deprecated since torchvision 0.29 (superseded by TorchCodec); Pillow takes over
+    from torchvision.io import ImageReadMode, decode_image
+except ImportError:  # pragma: no cover - a torchvision without image decoders
+    decode_image = None
 
 __all__ = ["ImageFolder", "decode_image_file"]
 
 #: Formats ``torchvision.io.decode_image`` reads; other files are decoded with Pillow.
 _TORCHVISION_FORMATS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp"})
-_READ_MODES = {"RGB": ImageReadMode.RGB, "L": ImageReadMode.GRAY,
-               "unchanged": ImageReadMode.UNCHANGED}
+_MODES = ("RGB", "L", "unchanged")
+
+
+def _decode_with_torchvision(path: str, mode: str) -> torch.Tensor:
+    read_mode = {"RGB": ImageReadMode.RGB, "L": ImageReadMode.GRAY,
+                 "unchanged": ImageReadMode.UNCHANGED}[mode]
+    with warnings.catch_warnings():  # the deprecation notice would repeat for every image
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_image(path, mode=read_mode)
 
 
 def _decode_with_pil(path: str, mode: str) -> torch.Tensor:
@@ -44,8 +56,9 @@ def decode_image_file(path: str | os.PathLike[str], mode: str = "RGB") -> torch.
     """Decode one image file into a ``(C, H, W)`` tensor.
 
     PNG, JPEG, GIF and WebP are decoded by ``torchvision.io.decode_image``; other formats (BMP,
-    TIFF, ...) and files torchvision rejects fall back to Pillow. Animated images give their
-    first frame.
+    TIFF, ...), files torchvision rejects, and torchvision releases without image decoders
+    (they are deprecated since 0.29 in favour of TorchCodec) fall back to Pillow. Animated
+    images give their first frame.
 
     Args:
         path: Image file.
@@ -58,12 +71,12 @@ def decode_image_file(path: str | os.PathLike[str], mode: str = "RGB") -> torch.
         ValueError: Unknown ``mode``.
         OSError, RuntimeError: The file cannot be read or decoded.
     """
-    if mode not in _READ_MODES:
-        raise ValueError(f"mode must be one of {sorted(_READ_MODES)} (got {mode!r})")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {list(_MODES)} (got {mode!r})")
     path = os.fspath(path)
-    if Path(path).suffix.lower() in _TORCHVISION_FORMATS:
+    if decode_image is not None and Path(path).suffix.lower() in _TORCHVISION_FORMATS:
         try:
-            image = decode_image(path, mode=_READ_MODES[mode])
+            image = _decode_with_torchvision(path, mode)
         except RuntimeError as tv_error:
             try:  # e.g. a BMP saved with a .png name
                 image = _decode_with_pil(path, mode)
@@ -113,9 +126,8 @@ class ImageFolder(Dataset):
                  mode: str = "RGB", classes: Sequence[str] | None = None) -> None:
         self.root = os.fspath(root)
         self.extensions = tuple(e.lower() for e in extensions)
-        if mode not in _READ_MODES:
-            raise DataError(f"image_folder: mode must be one of {sorted(_READ_MODES)} "
-                            f"(got {mode!r})")
+        if mode not in _MODES:
+            raise DataError(f"image_folder: mode must be one of {list(_MODES)} (got {mode!r})")
         self.mode = mode
         if not os.path.isdir(self.root):
             what = "is not a folder" if os.path.exists(self.root) else "does not exist"

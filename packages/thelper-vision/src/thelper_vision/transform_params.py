@@ -99,7 +99,7 @@ class RandomCropParams(Params):
     ``[left, top, right, bottom]``."""
     pad_if_needed: bool = False
     """Pad images smaller than ``size`` instead of failing."""
-    fill: Fill = 0
+    fill: Fill = 0.0
     """Value of padded pixels (``padding_mode: constant`` only)."""
     padding_mode: Literal["constant", "edge", "reflect", "symmetric"] = "constant"
     """How padded pixels are filled."""
@@ -146,7 +146,7 @@ class RandomRotationParams(Params):
     """Interpolation mode."""
     expand: bool = False
     """Enlarge the output to hold the whole rotated image."""
-    fill: Fill = 0
+    fill: Fill = 0.0
     """Value of pixels outside the rotated image."""
 
 
@@ -165,7 +165,7 @@ class RandomAffineParams(Params):
     ``[xlow, xhigh, ylow, yhigh]`` for both axes."""
     interpolation: Literal["nearest", "bilinear"] = "nearest"
     """Interpolation mode."""
-    fill: Fill = 0
+    fill: Fill = 0.0
     """Value of pixels outside the transformed image."""
 
     @field_validator("shear")
@@ -261,7 +261,7 @@ class PadParams(Params):
     padding: int | list[int]
     """Border in pixels: one int for all sides, ``[left/right, top/bottom]`` or
     ``[left, top, right, bottom]``."""
-    fill: Fill = 0
+    fill: Fill = 0.0
     """Value of padded pixels (``padding_mode: constant`` only)."""
     padding_mode: Literal["constant", "edge", "reflect", "symmetric"] = "constant"
     """How padded pixels are filled."""

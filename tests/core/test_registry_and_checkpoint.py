@@ -1,0 +1,132 @@
+"""Registry behaviour, built-in components and checkpoint safety."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from thelper.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from thelper.exceptions import CheckpointError, ComponentNotFoundError, PluginError
+from thelper.plugins import ThelperPluginManager
+from thelper.registry import ComponentInfo, Params, Registry
+from thelper.tasks import Classification
+
+PM = ThelperPluginManager()
+CORE = [c for c in PM.registry.components() if c.distribution == "thelper-core"]
+TASK = Classification([str(i) for i in range(10)])
+
+
+def _context(info: ComponentInfo) -> dict:
+    model = torch.nn.Linear(4, 10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return {"task": TASK, "params": model.parameters(), "optimizer": opt}
+
+
+REQUIRED = {
+    ("dataset", "torch_dataset"): {"class_path": "torchvision.datasets.FakeData",
+                                   "params": {"size": 4}},
+    ("model", "mlp"): {"in_features": 4},
+    ("scheduler", "step_lr"): {"step_size": 2},
+    ("scheduler", "multistep_lr"): {"milestones": [2]},
+    ("scheduler", "exponential_lr"): {"gamma": 0.9},
+    ("scheduler", "cosine_annealing_lr"): {"T_max": 5},
+    ("task", "classification"): {"class_names": ["a", "b"]},
+}
+
+
+@pytest.mark.parametrize("info", [c for c in CORE if c.kind != "trainer"],
+                         ids=lambda c: f"{c.kind}-{c.name}")
+def test_every_core_component_builds(info):
+    obj = PM.registry.build(info.kind, info.name, REQUIRED.get((info.kind, info.name), {}),
+                            **_context(info))
+    assert obj is not None
+    if info.kind == "metric":
+        obj.update(torch.randn(5, 10), torch.randint(0, 10, (5,)))
+        value = obj.compute()
+        assert (value is None) == (info.metadata.get("goal") is None)
+
+
+def test_every_component_has_a_description():
+    for info in PM.registry.components():
+        assert info.description, info
+
+
+def test_duplicate_names_are_refused_naming_both():
+    reg = Registry()
+    reg.add(ComponentInfo("model", "net", "a:b", Params, distribution="dist-a"))
+    with pytest.raises(PluginError, match="dist-a.*dist-b"):
+        reg.add(ComponentInfo("model", "net", "c:d", Params, distribution="dist-b"))
+
+
+def test_unknown_name_suggests():
+    with pytest.raises(ComponentNotFoundError, match="did you mean 'adam'"):
+        PM.registry.get("optimizer", "adma")
+
+
+def test_accuracy_topk_fraction():
+    from thelper.metrics import Accuracy
+
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.15, 0.05], [0.2, 0.3, 0.5]])
+    targets = torch.tensor([1, 1, 0])
+    top1, top2 = Accuracy(1), Accuracy(2)
+    top1.update(logits, targets)
+    top2.update(logits, targets)
+    assert top1.compute() == pytest.approx(1 / 3)
+    assert top2.compute() == pytest.approx(2 / 3)
+
+
+def test_confusion_matrix_files(tmp_path):
+    from thelper.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(task=Classification(["cat", "dog"]))
+    cm.update(torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), torch.tensor([0, 1, 1]))
+    assert cm.matrix.tolist() == [[1, 0], [1, 1]]
+    report = cm.report(tmp_path, "confmat")
+    rows = (tmp_path / "confmat.csv").read_text().splitlines()
+    assert rows[1] == "cat,1,0" and rows[2] == "dog,1,1"
+    assert (tmp_path / "confmat.png").read_bytes()[:4] == b"\x89PNG"
+    assert report.figure is not None
+
+
+def test_checkpoint_roundtrip_is_atomic(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint({"model": {"w": torch.ones(2)}, "epoch": 1}, path)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_unsafe_checkpoint_is_refused_without_running_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": _Evil()}, path, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="evil.pt.*unsafe"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_truncated_checkpoint_names_the_file(tmp_path):
+    path = tmp_path / "ckpt.latest.pt"
+    save_checkpoint({"model": {"w": torch.randn(100)}}, path)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="ckpt.latest.pt"):
+        load_checkpoint(path)
+
+
+def test_find_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="neither"):
+        find_checkpoint(tmp_path / "missing")
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(CheckpointError, match="no ckpt.latest.pt"):
+        find_checkpoint(tmp_path)
+    save_checkpoint({"model": {}}, tmp_path / "checkpoints" / "ckpt.latest.pt")
+    assert find_checkpoint(tmp_path) == tmp_path / "checkpoints" / "ckpt.latest.pt"
+    assert isinstance(find_checkpoint(tmp_path), Path)

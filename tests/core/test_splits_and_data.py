@@ -1,0 +1,74 @@
+"""Dataset splits and the core dataset adapters, on scikit-learn's digits."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from thelper.data.datasets import SklearnDataset, TorchDatasetAdapter, check_import_allowed
+from thelper.data.splits import split_indices
+from thelper.exceptions import ConfigError
+from thelper.tasks import Classification
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return SklearnDataset("digits")
+
+
+def test_digits_adapter_shapes_and_task(digits):
+    assert len(digits) == 1797
+    sample = digits[0]
+    assert tuple(sample["input"].shape) == (1, 8, 8)
+    assert str(sample["input"].dtype) == "torch.float32"
+    assert 0.0 <= float(sample["input"].min()) and float(sample["input"].max()) <= 1.0
+    assert digits.task.class_names == [str(i) for i in range(10)]
+
+
+def test_splits_are_disjoint_stratified_and_reproducible(digits):
+    ratios = {"train": 0.8, "valid": 0.1, "test": 0.1}
+    a = split_indices(len(digits), ratios, seed=3, labels=digits.targets)
+    b = split_indices(len(digits), ratios, seed=3, labels=digits.targets)
+    c = split_indices(len(digits), ratios, seed=4, labels=digits.targets)
+    assert a == b and a != c
+    sets = [set(a[s]) for s in ratios]
+    assert sum(map(len, sets)) == len(set().union(*sets)) == len(digits)
+    assert abs(len(a["train"]) - 0.8 * len(digits)) <= 10
+    full = Counter(digits.targets)
+    for split in ratios:
+        counts = Counter(digits.targets[i] for i in a[split])
+        for cls, n in full.items():  # every class keeps its share (±1 sample)
+            assert abs(counts[cls] - n * ratios[split]) <= 1.0
+
+
+def test_partial_splits_leave_samples_out():
+    out = split_indices(100, {"train": 0.5, "test": 0.2}, seed=0)
+    assert len(out["train"]) == 50 and len(out["test"]) == 20
+    assert not set(out["train"]) & set(out["test"])
+
+
+def test_import_allow_list():
+    check_import_allowed("torchvision.datasets.FakeData")
+    check_import_allowed("thelper_vision.datasets.ImageFolderDataset")
+    with pytest.raises(ConfigError, match=r"imports: \{allow: \[os\]\}"):
+        check_import_allowed("os.system")
+    check_import_allowed("collections.OrderedDict", allow=["collections"])
+
+
+def test_torch_dataset_adapter_maps_tuples_to_keys():
+    task = Classification([str(i) for i in range(10)], input_key="0", label_key="1")
+    ds = TorchDatasetAdapter("torchvision.datasets.FakeData",
+                             {"size": 12, "image_size": [3, 8, 8], "num_classes": 10,
+                              "transform": None}, task=task)
+    sample = ds[0]
+    assert set(sample) == {"0", "1"}
+    assert ds.task is task
+
+
+def test_split_allocation_respects_ratio_sums():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=57).tolist()
+    out = split_indices(57, {"train": 0.7, "valid": 0.3}, seed=1, labels=labels)
+    assert len(out["train"]) + len(out["valid"]) == 57
