@@ -72,3 +72,29 @@ def test_split_allocation_respects_ratio_sums():
     labels = rng.integers(0, 3, size=57).tolist()
     out = split_indices(57, {"train": 0.7, "valid": 0.3}, seed=1, labels=labels)
     assert len(out["train"]) + len(out["valid"]) == 57
+
+
+def test_merged_tasks_remap_labels_of_each_dataset():
+    """Two datasets with different class lists train one model over the union of classes."""
+    import torch
+
+    from thelper.data.loaders import SplitDataset
+
+    class Tiny(torch.utils.data.Dataset):
+        def __init__(self, names, labels):
+            self.task = Classification(names)
+            self.labels = labels
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            return {"input": torch.zeros(2), "label": self.labels[i]}
+
+    a = Tiny(["cat", "dog"], [0, 1])
+    b = Tiny(["dog", "bird"], [0, 1])
+    merged = a.task.merge(b.task)
+    assert merged.class_names == ["cat", "dog", "bird"]
+    sd = SplitDataset([("a", a, [0, 1]), ("b", b, [0, 1])], "input", label_key="label",
+                      label_maps={"b": [1, 2]})
+    assert [int(sd[i]["label"]) for i in range(4)] == [0, 1, 1, 2]

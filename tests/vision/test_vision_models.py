@@ -44,15 +44,20 @@ def test_simple_cnn_learns_digits(registry):
         images, labels, test_size=0.25, stratify=labels, random_state=0)
     model = registry.build("model", "simple_cnn", {}, task=TASK)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(5):
-        model.train()
-        order = torch.randperm(len(x_train))
-        for start in range(0, len(order), 32):
-            batch = order[start:start + 32]
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
-            loss.backward()
-            optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: extra threads only add contention on busy machines
+    try:
+        for _ in range(5):
+            model.train()
+            order = torch.randperm(len(x_train))
+            for start in range(0, len(order), 32):
+                batch = order[start:start + 32]
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     with torch.no_grad():
         accuracy = (TASK.decode(model(x_test)) == y_test).float().mean().item()

@@ -38,7 +38,7 @@ def build_transforms(specs: Sequence[Any], registry: Registry) -> list[Any]:
     return [registry.build("transform", s.type, s.params) for s in specs]
 
 
-def _dataset_task(name: str, spec: Any, registry: Registry) -> Task | None:
+def _dataset_task(spec: Any, registry: Registry) -> Task | None:
     if spec.task is None:
         return None
     return registry.build("task", spec.task.type, spec.task.params)
@@ -59,17 +59,15 @@ def build_data(session: Session, registry: Registry) -> SessionData:
     datasets: dict[str, Any] = {}
     task: Task | None = None
     for name, spec in cfg.datasets.items():
-        ds_task = _dataset_task(name, spec, registry)
+        ds_task = _dataset_task(spec, registry)
         params = spec.params
         if spec.type in ("torch_dataset", "import") or registry.canonical(
                 "dataset", spec.type) == "torch_dataset":
             check_import_allowed(params.class_path, cfg.imports.allow)
         ds = registry.build("dataset", spec.type, params, task=ds_task,
                             allow=tuple(cfg.imports.allow))
-        if ds_task is not None:
-            ds.task = ds_task if getattr(ds, "task", None) is None else ds.task
-            if getattr(ds, "task", None) is not ds_task:
-                ds.task = ds_task
+        if ds_task is not None:  # a task block overrides what the dataset provides
+            ds.task = ds_task
         ds_task = getattr(ds, "task", None)
         if ds_task is None:
             raise ConfigError(f"datasets.{name}: type {spec.type!r} defines no task; add a "
@@ -86,13 +84,14 @@ def build_data(session: Session, registry: Registry) -> SessionData:
         if not ratios:
             log.warning("dataset %r is not used by any split", name)
             continue
-        labels = dataset_labels(ds, getattr(ds, "task", task))
-        if labels is not None and isinstance(getattr(ds, "task", None), Task) and \
-                ds.task is not task and hasattr(task, "class_names"):
-            # remap to the merged task's class indices for stratification only
-            own = ds.task.class_names  # type: ignore[union-attr]
-            labels = [task.label_index(own[i]) for i in labels]  # type: ignore[attr-defined]
+        labels = dataset_labels(ds, ds.task)  # stratify on the dataset's own classes
         indices[name] = split_indices(len(ds), ratios, session.seeds["split"], labels)
+    label_maps: dict[str, list[int]] = {}
+    merged_names = getattr(task, "class_names", None)
+    for name, ds in datasets.items():
+        own = getattr(ds.task, "class_names", None)
+        if merged_names is not None and own is not None and list(own) != list(merged_names):
+            label_maps[name] = [merged_names.index(c) for c in own]
     splits: dict[str, SplitDataset] = {}
     loaders: dict[str, DataLoader] = {}
     generators: dict[str, torch.Generator] = {}
@@ -104,7 +103,8 @@ def build_data(session: Session, registry: Registry) -> SessionData:
         if not parts:
             continue
         transforms = (augments + base) if split == "train" else base
-        sd = SplitDataset(parts, task.input_key, Compose(transforms) if transforms else None)
+        sd = SplitDataset(parts, task.input_key, Compose(transforms) if transforms else None,
+                          label_key=task.label_key, label_maps=label_maps)
         if len(sd) == 0:
             continue
         splits[split] = sd

@@ -67,6 +67,8 @@ def _warn_failures(pm: Any) -> None:
     for failure in pm.failures:
         console.print(f"warning: {failure.format()}", style="yellow", markup=False,
                       highlight=False)
+        if _STATE["traceback"] and failure.details:
+            console.print(failure.details, markup=False, highlight=False)
 
 
 def _version_callback(value: bool) -> None:
@@ -252,10 +254,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     _STATE["blocked"] = _preparse_blocked(args)
-    try:
-        _pm().add_commands(app)
-    except Exception:  # noqa: BLE001 - never let a plugin break the CLI
-        pass
+    pm = _pm()
+    if id(pm) not in _STATE.setdefault("commands_added", set()):
+        _STATE["commands_added"].add(id(pm))
+        try:
+            pm.add_commands(app)
+        except Exception:  # noqa: BLE001 - never let a plugin break the CLI
+            pass
     try:
         app(args=args, prog_name="thelper", standalone_mode=True)
         return 0

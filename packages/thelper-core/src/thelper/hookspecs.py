@@ -62,7 +62,7 @@ def thelper_session_start(session: Session) -> None:
 
     Args:
         session: The running session: name, directories, resolved config, task, seeds,
-            ``start_epoch`` and ``resumed``.
+            ``start_epoch`` (1-based) and ``resumed``.
     """
 
 
@@ -72,7 +72,7 @@ def thelper_epoch_end(session: Session, epoch: int, metrics: dict[str, dict[str,
 
     Args:
         session: The running session.
-        epoch: 0-based index of the epoch that just finished.
+        epoch: 1-based number of the epoch that just finished.
         metrics: ``{split: {metric_name: value}}`` for ``train`` and (if any) ``valid``;
             always includes ``loss`` and, under ``train``, the learning rate ``lr``.
     """
@@ -87,7 +87,7 @@ def thelper_evaluation_end(
     Args:
         session: The running session.
         split: The evaluated split (``"test"``, or ``"valid"`` when there is no test split).
-        epoch: Epoch of the evaluated checkpoint (0-based).
+        epoch: Epoch of the evaluated checkpoint (1-based).
         metrics: ``{metric_name: value}`` for every scalar metric.
     """
 
@@ -101,7 +101,7 @@ def thelper_log_figure(session: Session, split: str, epoch: int, tag: str, figur
     Args:
         session: The running session.
         split: ``train``, ``valid`` or ``test``.
-        epoch: 0-based epoch index.
+        epoch: 1-based epoch number.
         tag: Name of the metric that produced the figure.
         figure: A ``matplotlib.figure.Figure``; do not close it.
     """
@@ -114,7 +114,7 @@ def thelper_checkpoint_saved(session: Session, path: Path, epoch: int, is_best: 
     Args:
         session: The running session.
         path: The checkpoint file (``ckpt.<epoch>.pt``, ``ckpt.latest.pt`` or ``ckpt.best.pt``).
-        epoch: 0-based epoch index stored in the checkpoint.
+        epoch: 1-based epoch number stored in the checkpoint.
         is_best: True when this epoch is the best one so far for the monitored metric.
     """
 

@@ -133,10 +133,12 @@ class ConfusionMatrix(Metric):
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         c = len(self.class_names)
         preds = outputs.argmax(dim=1)
-        valid = (targets >= 0) & (targets < c)
-        idx = targets[valid] * c + preds[valid]
-        counts = torch.bincount(idx, minlength=c * c).reshape(c, c)
-        self._counts = counts if self._counts is None else self._counts + counts
+        valid = (targets >= 0) & (targets < c)  # e.g. ignore_index = -100
+        idx = targets.clamp(0, c - 1) * c + preds
+        if self._counts is None:
+            self._counts = torch.zeros(c * c, dtype=torch.int64, device=outputs.device)
+        # index_add_ with a 0/1 weight: no boolean indexing, no bincount, no host sync
+        self._counts.index_add_(0, idx.reshape(-1), valid.reshape(-1).long())
 
     @property
     def matrix(self) -> torch.Tensor:
@@ -144,7 +146,7 @@ class ConfusionMatrix(Metric):
         c = len(self.class_names)
         if self._counts is None:
             return torch.zeros(c, c, dtype=torch.int64)
-        return self._counts.cpu()
+        return self._counts.reshape(c, c).cpu()
 
     def report(self, out_dir: Path, stem: str) -> Report:
         import matplotlib

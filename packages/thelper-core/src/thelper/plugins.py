@@ -71,7 +71,7 @@ class PluginFailure:
     Attributes:
         name: Plugin name.
         distribution: Distribution that provides it, if known.
-        stage: ``"import"`` or ``"register"``.
+        stage: ``"import"``, ``"register"`` or ``"add commands"``.
         error: One-line description of the exception.
         details: Full traceback text, for ``--traceback``.
     """
@@ -104,7 +104,8 @@ class ThelperPluginManager:
         self._pm = pluggy.PluginManager("thelper")
         self._pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
-        self.failures: list[PluginFailure] = []
+        self._load_failures: list[PluginFailure] = []
+        self._registry_failures: list[PluginFailure] = []
         self.blocked: set[str] = set(blocked) | _env_list("THELPER_BLOCK_PLUGINS")
         self._registry: Registry | None = None
         from thelper import _builtins
@@ -117,6 +118,12 @@ class ThelperPluginManager:
         if autoload is None:
             autoload = not os.environ.get("THELPER_DISABLE_PLUGIN_AUTOLOAD")
         self.load_entrypoints(only=None if autoload else _env_list("THELPER_PLUGINS"))
+
+    @property
+    def failures(self) -> list[PluginFailure]:
+        """Plugins that failed to import, register or add commands (each listed once)."""
+        _ = self.registry
+        return [*self._load_failures, *self._registry_failures]
 
     # ------------------------------------------------------------------ loading
     def register(self, plugin: object, name: str, distribution: str | None = None) -> None:
@@ -134,6 +141,12 @@ class ThelperPluginManager:
             except metadata.PackageNotFoundError:
                 version = None
         self._pm.register(plugin, name=name)
+        try:  # a misspelled hook name would otherwise be ignored silently
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self._pm.unregister(plugin)
+            raise PluginError(f"plugin {name!r}: {exc}; hook names must match "
+                              "thelper.hookspecs") from None
         self.records[name] = PluginRecord(name, distribution, version)
         self._registry = None
 
@@ -162,7 +175,7 @@ class ThelperPluginManager:
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 - isolate any plugin failure
-                self.failures.append(
+                self._load_failures.append(
                     PluginFailure(ep.name, dist, "import", f"{type(exc).__name__}: {exc}",
                                   traceback.format_exc())
                 )
@@ -170,7 +183,7 @@ class ThelperPluginManager:
             try:
                 self.register(plugin, name=ep.name, distribution=dist)
             except Exception as exc:  # noqa: BLE001
-                self.failures.append(
+                self._load_failures.append(
                     PluginFailure(ep.name, dist, "register", f"{type(exc).__name__}: {exc}",
                                   traceback.format_exc())
                 )
@@ -185,6 +198,7 @@ class ThelperPluginManager:
 
     def _build_registry(self) -> Registry:
         registry = Registry()
+        self._registry_failures = []
         caller = self._pm.hook.thelper_register_components
         for impl in reversed(caller.get_hookimpls()):  # registration order
             record = self.records.get(impl.plugin_name)
@@ -192,7 +206,7 @@ class ThelperPluginManager:
             try:
                 infos = list(impl.function() or [])
             except Exception as exc:  # noqa: BLE001
-                self.failures.append(
+                self._registry_failures.append(
                     PluginFailure(impl.plugin_name, dist, "register",
                                   f"{type(exc).__name__}: {exc}", traceback.format_exc())
                 )
@@ -206,7 +220,7 @@ class ThelperPluginManager:
                     registry.add(stamped)
                     accepted.append(stamped)
                 except PluginError as exc:
-                    self.failures.append(
+                    self._registry_failures.append(
                         PluginFailure(impl.plugin_name, dist, "register", str(exc))
                     )
             if record is not None:
@@ -221,7 +235,7 @@ class ThelperPluginManager:
                 impl.function(app=app)
             except Exception as exc:  # noqa: BLE001
                 record = self.records.get(impl.plugin_name)
-                self.failures.append(
+                self._load_failures.append(
                     PluginFailure(impl.plugin_name, record.distribution if record else None,
                                   "add commands", f"{type(exc).__name__}: {exc}",
                                   traceback.format_exc())
@@ -281,6 +295,7 @@ def get_plugin_manager(refresh: bool = False, blocked: Iterable[str] = ()) -> Th
         blocked: Plugin names to block when a new manager is built.
     """
     global _DEFAULT
-    if _DEFAULT is None or refresh or blocked:
+    wanted = set(blocked) | _env_list("THELPER_BLOCK_PLUGINS")
+    if _DEFAULT is None or refresh or _DEFAULT.blocked != wanted:
         _DEFAULT = ThelperPluginManager(blocked=blocked)
     return _DEFAULT

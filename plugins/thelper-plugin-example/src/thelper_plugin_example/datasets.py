@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
-
 from thelper.tasks import Classification
+from torch.utils.data import Dataset
 
 __all__ = ["TwoMoons", "CLASS_NAMES"]
 
@@ -57,5 +56,4 @@ class TwoMoons(Dataset):
         return {"input": self.inputs[index], "label": self.labels[index]}
 
     def __repr__(self) -> str:
-        return (f"TwoMoons(n_samples={self.n_samples}, noise={self.noise}, "
-                f"seed={self.seed})")
+        return f"TwoMoons(n_samples={self.n_samples}, noise={self.noise}, seed={self.seed})"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from thelper.metrics import Metric
 
 __all__ = ["BalancedAccuracy"]
@@ -38,8 +37,9 @@ class BalancedAccuracy(Metric):
     def __init__(self, adjusted: bool = False, task: Any = None) -> None:
         num_classes = getattr(task, "num_classes", None)
         if num_classes is None:
-            raise ValueError("example_balanced_accuracy needs a classification task; got "
-                             f"task {task!r}")
+            raise ValueError(
+                f"example_balanced_accuracy needs a classification task; got task {task!r}"
+            )
         self.num_classes = int(num_classes)
         self.adjusted = adjusted
         self.reset()

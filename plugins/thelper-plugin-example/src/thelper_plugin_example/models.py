@@ -35,13 +35,22 @@ class RBFNet(nn.Module):
         input ``(N, F)`` float32 (trailing dimensions are flattened) → logits ``(N, C)``.
     """
 
-    def __init__(self, in_features: int = 2, num_centers: int = 16, init_range: float = 2.0,
-                 init_width: float = 0.5, learn_widths: bool = True, task: Any = None) -> None:
+    def __init__(
+        self,
+        in_features: int = 2,
+        num_centers: int = 16,
+        init_range: float = 2.0,
+        init_width: float = 0.5,
+        learn_widths: bool = True,
+        task: Any = None,
+    ) -> None:
         super().__init__()
         num_classes = getattr(task, "num_classes", None)
         if num_classes is None:
-            raise ValueError("example_rbf_net needs a classification task (class names) to "
-                             f"size its head; got task {task!r}")
+            raise ValueError(
+                "example_rbf_net needs a classification task (class names) to "
+                f"size its head; got task {task!r}"
+            )
         self.in_features = in_features
         self.centers = nn.Parameter((torch.rand(num_centers, in_features) * 2 - 1) * init_range)
         log_width = torch.full((num_centers,), math.log(init_width))

@@ -77,7 +77,8 @@ def _uses_this_plugin(session: Any) -> bool:
     for kind, name in slots:
         canonical = registry.canonical(kind, name)
         if canonical is not None and registry.get(kind, canonical).factory.startswith(
-                PLUGIN_PACKAGE + "."):
+            PLUGIN_PACKAGE + "."
+        ):
             return True
     return False
 
@@ -113,5 +114,6 @@ def thelper_epoch_end(session: Any, epoch: int, metrics: dict[str, dict[str, flo
         if new:
             writer.writeheader()
         for split, values in metrics.items():
-            writer.writerow({"epoch": epoch, "split": split,
-                             **{k: f"{v:.6g}" for k, v in values.items()}})
+            writer.writerow(
+                {"epoch": epoch, "split": split, **{k: f"{v:.6g}" for k, v in values.items()}}
+            )

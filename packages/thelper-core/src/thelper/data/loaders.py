@@ -58,13 +58,19 @@ class SplitDataset(Dataset):
         parts: ``[(dataset_name, dataset, indices)]``.
         input_key: Sample key the transform applies to.
         transform: Callable on the input (``None`` for identity).
+        label_key: Sample key of the class label (for ``label_maps``).
+        label_maps: ``{dataset_name: [merged index of own class i]}`` for datasets whose
+            class list differs from the session task's (after merging several datasets).
     """
 
     def __init__(self, parts: Sequence[tuple[str, Dataset, Sequence[int]]], input_key: str,
-                 transform: Callable[[Any], Any] | None = None) -> None:
+                 transform: Callable[[Any], Any] | None = None, label_key: str | None = None,
+                 label_maps: dict[str, list[int]] | None = None) -> None:
         self.parts = [(name, ds, list(idx)) for name, ds, idx in parts]
         self.input_key = input_key
         self.transform = transform
+        self.label_key = label_key
+        self.label_maps = {k: torch.as_tensor(v) for k, v in (label_maps or {}).items()}
         self._offsets = np.cumsum([0] + [len(idx) for _, _, idx in self.parts])
 
     def __len__(self) -> int:
@@ -85,6 +91,12 @@ class SplitDataset(Dataset):
         if self.transform is not None:
             sample = dict(sample)
             sample[self.input_key] = self.transform(sample[self.input_key])
+        remap = self.label_maps.get(name)
+        if remap is not None and self.label_key in sample:
+            label = sample[self.label_key]
+            if not isinstance(label, str):
+                sample = dict(sample)
+                sample[self.label_key] = remap[int(label)]
         return sample
 
 
