@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from plugin_test_helpers import MOONS_CONFIG
+
 from thelper.cli import main
 from thelper.plugins import get_plugin_manager
 from thelper.runner import resume_session

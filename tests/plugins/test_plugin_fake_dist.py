@@ -10,6 +10,7 @@ from plugin_test_helpers import (
     RAISING_PLUGIN,
     FakeSite,
 )
+
 from thelper.plugins import ThelperPluginManager
 
 

@@ -8,16 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import thelper_plugin_example.plugin as example_plugin
 import typer
 from plugin_test_helpers import MOONS_CONFIG, core_config
 from pydantic import ValidationError
+from typer.testing import CliRunner
+
+import thelper_plugin_example.plugin as example_plugin
 from thelper.config import check_document, document_from_dict, load_config
 from thelper.exceptions import PluginError
 from thelper.plugins import ThelperPluginManager, hookimpl
 from thelper.runner import run_session
 from thelper_plugin_example.params import BalancedAccuracyParams, MoonsParams, RBFNetParams
-from typer.testing import CliRunner
 
 EXAMPLE_COMPONENTS = {
     ("dataset", "example_moons"): MoonsParams,

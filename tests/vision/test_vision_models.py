@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from thelper.exceptions import ComponentBuildError
 from thelper.tasks import Classification
 from thelper_vision.params import TORCHVISION_MODELS

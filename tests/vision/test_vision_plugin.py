@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 from thelper.tasks import Classification
 from thelper_vision.plugin import thelper_register_components
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from thelper.exceptions import ComponentBuildError
 
 #: name -> (params, expected output shape for a (3, 512, 512) input, output dtype or None

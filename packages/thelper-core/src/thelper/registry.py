@@ -17,7 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from thelper.exceptions import ComponentBuildError, ComponentNotFoundError, PluginError
+from thelper.exceptions import (
+    ComponentBuildError,
+    ComponentNotFoundError,
+    PluginError,
+    ThelperError,
+)
 
 __all__ = ["KINDS", "Params", "ComponentInfo", "Registry", "closest"]
 
@@ -240,6 +245,8 @@ class Registry:
             kwargs.setdefault(key, value)  # validated params always win over context
         try:
             return factory(**kwargs)
+        except ThelperError:  # already a clear, user-facing message (DataError, ConfigError)
+            raise
         except Exception as exc:
             raise ComponentBuildError(
                 f"{kind} {info.name!r} ({info.factory}) failed to build with params "

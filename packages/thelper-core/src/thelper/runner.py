@@ -12,8 +12,7 @@ from thelper.config import ConfigDocument, document_from_dict, validate_document
 from thelper.exceptions import CheckpointError, SessionError
 from thelper.logs import attach_file_handler, setup_logging
 from thelper.plugins import ThelperPluginManager, get_plugin_manager
-from thelper.session import (Session, create_session_dir, draw_seeds, flatten_hparams,
-                             probe_writable)
+from thelper.session import Session, create_session_dir, draw_seeds, flatten_hparams, probe_writable
 
 __all__ = ["run_session", "resume_session"]
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from thelper.exceptions import DataError
-from thelper.tasks import Classification
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import find_classes, make_dataset
+
+from thelper.exceptions import DataError
+from thelper.tasks import Classification
 
 try:  # deprecated since torchvision 0.29 (superseded by TorchCodec); Pillow takes over
     from torchvision.io import ImageReadMode, decode_image

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, field_validator
+
 from thelper.registry import Params
 
 __all__ = [

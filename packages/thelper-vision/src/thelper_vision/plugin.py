@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from thelper.plugins import hookimpl
 from thelper.registry import ComponentInfo, Params
-
 from thelper_vision import transform_params as tp
 from thelper_vision.params import (
     TORCHVISION_MODELS,

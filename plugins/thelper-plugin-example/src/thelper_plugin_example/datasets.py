@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from thelper.tasks import Classification
 from torch.utils.data import Dataset
+
+from thelper.tasks import Classification
 
 __all__ = ["TwoMoons", "CLASS_NAMES"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from thelper.metrics import Metric
 
 __all__ = ["BalancedAccuracy"]

@@ -9,6 +9,7 @@ because :class:`thelper.registry.Params` sets ``extra="forbid"``.
 from __future__ import annotations
 
 from pydantic import Field
+
 from thelper.registry import Params
 
 __all__ = ["MoonsParams", "RBFNetParams", "BalancedAccuracyParams"]

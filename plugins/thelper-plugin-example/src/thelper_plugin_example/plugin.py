@@ -22,7 +22,6 @@ from typing import Any
 
 from thelper.plugins import hookimpl
 from thelper.registry import ComponentInfo
-
 from thelper_plugin_example import PLUGIN_PACKAGE
 from thelper_plugin_example.params import BalancedAccuracyParams, MoonsParams, RBFNetParams
 
