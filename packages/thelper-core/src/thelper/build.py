@@ -115,7 +115,7 @@ def build_data(session: Session, registry: Registry) -> SessionData:
             sd, cfg.loaders.batch_size_for(split), train=split == "train",
             workers=cfg.loaders.workers, shuffle=cfg.loaders.shuffle,
             pin_memory=cfg.loaders.pin_memory, drop_last=cfg.loaders.drop_last,
-            generator=gen,
+            generator=gen, collate_fn=task.collate_fn(),
         )
     if "train" not in splits:
         raise DataError("the training split is empty; give loaders.train_split a dataset "

@@ -83,6 +83,43 @@ class Task:
         """Turn raw model outputs into predictions."""
         return outputs
 
+    def collate_fn(self) -> Any:
+        """Batch collation for loaders; ``None`` uses torch's ``default_collate``.
+
+        Override for variable-size targets (e.g. detection boxes as a list per image).
+        """
+        return None
+
+    def to_device(self, batch: Mapping[str, Any], device: Any, non_blocking: bool = False
+                  ) -> dict[str, Any]:
+        """Move the tensors of a collated batch to ``device`` (top-level tensors only)."""
+        import torch
+
+        return {k: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor)
+                    else v) for k, v in batch.items()}
+
+    def step(self, model: Any, loss_fn: Any, batch: Mapping[str, Any], device: Any
+             ) -> tuple[Any, Any, Any]:
+        """Forward one batch: ``(outputs, targets, loss)``.
+
+        The default is ``outputs = model(input)``, ``loss = loss_fn(outputs, target)``.
+        Tasks whose models compute their own losses (e.g. torchvision detection models)
+        override it. ``outputs`` and ``targets`` are what metrics receive.
+        """
+        inputs = self.get_input(batch)
+        targets = self.get_target(batch)
+        if hasattr(targets, "to"):
+            targets = targets.to(device, non_blocking=True)
+        outputs = model(inputs)
+        return outputs, targets, loss_fn(outputs, targets)
+
+    def check_outputs(self, outputs: Any, model_name: str) -> None:
+        """Check the first batch's outputs against the task (called once per session).
+
+        Raises:
+            ConfigError: The model's outputs cannot serve this task.
+        """
+
 
 class ClassificationParams(Params):
     """Params of the ``classification`` task."""
@@ -191,6 +228,14 @@ class Classification(Task):
     def decode(self, outputs: Any) -> Any:
         """Class indices ``(N,)`` (int64) from logits ``(N, C)``."""
         return outputs.argmax(dim=1)
+
+    def check_outputs(self, outputs: Any, model_name: str) -> None:
+        shape = tuple(getattr(outputs, "shape", ()))
+        if len(shape) < 2 or shape[1] != self.num_classes:
+            raise ConfigError(
+                f"model {model_name!r} outputs shape {shape} but the task has "
+                f"{self.num_classes} classes; expected (N, {self.num_classes})"
+            )
 
 
 _TASK_TYPES: dict[str, type[Task]] = {"classification": Classification}

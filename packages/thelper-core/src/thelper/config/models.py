@@ -158,6 +158,9 @@ class LoadersConfig(Section):
     """Fraction of each dataset used for validation."""
     test_split: dict[str, float] = Field(default_factory=dict)
     """Fraction of each dataset used for the final test."""
+    skip_bad_samples: bool = False
+    """Skip (and count) samples whose file is missing or undecodable instead of stopping
+    with a ``DataError`` naming the file."""
     base_transforms: list[TransformSpec] = Field(default_factory=list)
     """Transforms applied to every split's inputs, in order."""
     train_augments: list[TransformSpec] = Field(default_factory=list)
@@ -228,6 +231,17 @@ class TrainerConfig(Section):
     """Extra metrics evaluated only in the final test."""
     progress: bool = True
     """Show a progress bar per epoch (only on an interactive terminal)."""
+    checkpoint_every_n_steps: int | None = Field(default=None, ge=1)
+    """Also write ``ckpt.step.<step>.pt`` every N optimizer steps, so that a run killed
+    mid-epoch resumes at the next step instead of the epoch start."""
+    keep_step_checkpoints: int = Field(default=2, ge=1)
+    """How many mid-epoch step checkpoints to keep (oldest are deleted)."""
+    on_nonfinite_loss: Literal["stop", "skip"] = "stop"
+    """NaN/inf loss: ``stop`` the run (naming epoch and step, keeping the last good
+    checkpoint) or ``skip`` the step."""
+    deterministic: bool = False
+    """Use deterministic algorithms (``torch.use_deterministic_algorithms``) so that GPU
+    runs repeat bit for bit (slower)."""
 
     @model_validator(mode="before")
     @classmethod

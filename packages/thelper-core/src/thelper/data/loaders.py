@@ -102,7 +102,8 @@ class SplitDataset(Dataset):
 
 def make_loader(dataset: SplitDataset, batch_size: int, *, train: bool, workers: int,
                 shuffle: bool, pin_memory: bool, drop_last: bool,
-                generator: torch.Generator) -> DataLoader:
+                generator: torch.Generator,
+                collate_fn: Callable[[list[Any]], Any] | None = None) -> DataLoader:
     """A ``DataLoader`` for one split (shuffled and with ``drop_last`` only when training)."""
     return DataLoader(
         dataset,
@@ -114,4 +115,5 @@ def make_loader(dataset: SplitDataset, batch_size: int, *, train: bool, workers:
         generator=generator,
         worker_init_fn=seed_worker if workers > 0 else None,
         persistent_workers=False,
+        collate_fn=collate_fn,
     )

@@ -44,11 +44,6 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def _to_device(batch: dict[str, Any], device: torch.device, non_blocking: bool) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v)
-            for k, v in batch.items()}
-
-
 class Trainer:
     """Generic epoch loop: train, validate, checkpoint, then test the best model.
 
@@ -145,24 +140,11 @@ class Trainer:
         if gen is not None:
             gen.manual_seed(epoch_seed(seeds["worker"], epoch))
 
-    def _check_outputs(self, outputs: torch.Tensor) -> None:
-        num = getattr(self.task, "num_classes", None)
-        if num is not None and (outputs.ndim < 2 or outputs.shape[1] != num):
-            raise ConfigError(
-                f"model {self.session.cfg.model.type!r} outputs shape "
-                f"{tuple(outputs.shape)} but the task has {num} classes; expected (N, {num}, ...)"
-            )
-        self._checked_outputs = True
-
-    def _forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        inputs = self.task.get_input(batch)
-        targets = self.task.get_target(batch)
-        if isinstance(targets, torch.Tensor):
-            targets = targets.to(self.device, non_blocking=True)
-        outputs = self.model(inputs)
+    def _forward(self, batch: dict[str, Any]) -> tuple[Any, Any, torch.Tensor]:
+        outputs, targets, loss = self.task.step(self.model, self.loss_fn, batch, self.device)
         if not self._checked_outputs:
-            self._check_outputs(outputs)
-        loss = self.loss_fn(outputs, targets)
+            self.task.check_outputs(outputs, self.session.cfg.model.type)
+            self._checked_outputs = True
         return outputs, targets, loss
 
     # ------------------------------------------------------------------- epochs
@@ -197,7 +179,7 @@ class Trainer:
         non_blocking = self.device.type == "cuda"
         try:
             for i, batch in enumerate(loader):
-                batch = _to_device(batch, self.device, non_blocking)
+                batch = self.task.to_device(batch, self.device, non_blocking)
                 outputs, targets, loss = self._forward(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -205,9 +187,9 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
                 self.optimizer.step()
                 self.step += 1
-                n = outputs.shape[0]
+                n = _batch_size(batch, self.task)
                 count += n
-                detached = outputs.detach()
+                detached = outputs.detach() if isinstance(outputs, torch.Tensor) else outputs
                 loss_sum += loss.detach() * n
                 for m in self.metrics.values():
                     m.update(detached, targets)
@@ -253,9 +235,9 @@ class Trainer:
         non_blocking = self.device.type == "cuda"
         try:
             for batch in loader:
-                batch = _to_device(batch, self.device, non_blocking)
+                batch = self.task.to_device(batch, self.device, non_blocking)
                 outputs, targets, loss = self._forward(batch)
-                n = outputs.shape[0]
+                n = _batch_size(batch, self.task)
                 count += n
                 loss_sum += loss * n
                 for m in metrics.values():
@@ -413,6 +395,11 @@ class Trainer:
                       " ".join(f"{k} {v:.4g}" for k, v in values.items()))
         s.plugins.evaluation_end(s, split, epoch, values)
         return values
+
+
+def _batch_size(batch: dict[str, Any], task: Any) -> int:
+    x = batch[task.input_key]
+    return int(x.shape[0]) if isinstance(x, torch.Tensor) else len(x)
 
 
 def _version() -> str:
