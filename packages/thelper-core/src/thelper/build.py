@@ -30,7 +30,6 @@ class SessionData:
     indices: dict[str, dict[str, list[int]]]
     splits: dict[str, SplitDataset]
     loaders: dict[str, DataLoader]
-    generators: dict[str, torch.Generator]
 
 
 def build_transforms(specs: Sequence[Any], registry: Registry) -> list[Any]:
@@ -94,7 +93,6 @@ def build_data(session: Session, registry: Registry) -> SessionData:
             label_maps[name] = [merged_names.index(c) for c in own]
     splits: dict[str, SplitDataset] = {}
     loaders: dict[str, DataLoader] = {}
-    generators: dict[str, torch.Generator] = {}
     base = build_transforms(cfg.loaders.base_transforms, registry)
     augments = build_transforms(cfg.loaders.train_augments, registry)
     for split in SPLITS:
@@ -104,18 +102,17 @@ def build_data(session: Session, registry: Registry) -> SessionData:
             continue
         transforms = (augments + base) if split == "train" else base
         sd = SplitDataset(parts, task.input_key, Compose(transforms) if transforms else None,
-                          label_key=task.label_key, label_maps=label_maps)
+                          label_key=task.label_key, label_maps=label_maps,
+                          seed=session.seeds["torch"],
+                          skip_bad_samples=cfg.loaders.skip_bad_samples)
         if len(sd) == 0:
             continue
         splits[split] = sd
-        gen = torch.Generator()
-        gen.manual_seed(session.seeds["worker"])
-        generators[split] = gen
         loaders[split] = make_loader(
             sd, cfg.loaders.batch_size_for(split), train=split == "train",
             workers=cfg.loaders.workers, shuffle=cfg.loaders.shuffle,
             pin_memory=cfg.loaders.pin_memory, drop_last=cfg.loaders.drop_last,
-            generator=gen, collate_fn=task.collate_fn(),
+            seed=session.seeds["worker"], collate_fn=task.collate_fn(),
         )
     if "train" not in splits:
         raise DataError("the training split is empty; give loaders.train_split a dataset "
@@ -134,7 +131,7 @@ def build_data(session: Session, registry: Registry) -> SessionData:
     (session.logs_dir / "datasets.txt").write_text("\n".join(lines) + "\n")
     (session.logs_dir / "task.json").write_text(json.dumps(task.to_dict(), indent=2))
     log.info("splits: %s", ", ".join(f"{s} {len(sd)}" for s, sd in splits.items()))
-    return SessionData(datasets, task, indices, splits, loaders, generators)
+    return SessionData(datasets, task, indices, splits, loaders)
 
 
 def build_model(session: Session, registry: Registry, task: Task) -> torch.nn.Module:

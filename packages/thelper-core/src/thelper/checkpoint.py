@@ -94,6 +94,30 @@ def save_checkpoint(data: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def link_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Make ``dst`` an atomic alias of ``src`` (hard link, or a copy where links fail).
+
+    Raises:
+        CheckpointError: Neither a link nor a copy could be written.
+    """
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {str(dst)!r}: {exc}; free disk space "
+                              "or fix the directory's permissions") from exc
+    return dst
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device | None = None
                     ) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: no code runs while unpickling).

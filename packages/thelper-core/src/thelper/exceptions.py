@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "SessionError",
+    "NonFiniteLossError",
     "ConfigIssue",
 ]
 
@@ -120,3 +121,7 @@ class SessionError(ThelperError):
 
     exit_code = 2
 
+
+
+class NonFiniteLossError(ThelperError):
+    """The training loss became NaN or infinite (the message names epoch and step)."""

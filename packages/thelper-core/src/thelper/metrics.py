@@ -67,6 +67,19 @@ class Metric:
         """
         return None
 
+    def state_dict(self) -> dict[str, Any]:
+        """Accumulated state, for mid-epoch checkpoints.
+
+        The default returns every attribute whose name starts with ``_`` (tensors, numbers,
+        lists of tensors): override when the state holds anything else.
+        """
+        return {k: v for k, v in vars(self).items() if k.startswith("_")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        for k, v in state.items():
+            setattr(self, k, v)
+
 
 def _class_names(task: Any, num_classes: int | None = None) -> list[str]:
     names = getattr(task, "class_names", None)

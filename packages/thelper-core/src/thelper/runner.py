@@ -35,15 +35,10 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
     handler = attach_file_handler(session.logs_dir / "trainer.log")
     started = False
     status, error = "failed", None
-    previous_sigterm = signal.getsignal(signal.SIGTERM)
-
-    def _sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        signal.signal(signal.SIGTERM, _sigterm)
-    except ValueError:  # not in the main thread
-        previous_sigterm = None
+    previous = _install_stop_handlers(session)
+    if session.cfg.trainer.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
     try:
         log.info("session %r in %s", session.name, session.session_dir)
         log.info("seeds: %s", session.seeds)
@@ -93,11 +88,33 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
         elif error is not None:
             log.error("session %s failed before training started: %s", session.name, error)
             _record_early_failure(session, error)
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
         logging.getLogger("thelper").removeHandler(handler)
         handler.close()
     return session
+
+
+def _install_stop_handlers(session: Session) -> dict[int, Any]:
+    """SIGINT/SIGTERM ask the trainer to stop at the next step, after a final checkpoint.
+
+    A second signal stops at once (``KeyboardInterrupt``).
+    """
+    previous: dict[int, Any] = {}
+
+    def _handler(signum: int, frame: Any) -> None:
+        if getattr(session, "stop_requested", None):
+            raise KeyboardInterrupt(f"signal {signum}")
+        session.stop_requested = signum  # type: ignore[attr-defined]
+        session.logger.warning("received signal %d: stopping after the current step (send it "
+                               "again to stop at once)", signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, _handler)
+        except ValueError:  # not in the main thread
+            break
+    return previous
 
 
 def _record_early_failure(session: Session, error: BaseException) -> None:
@@ -156,13 +173,18 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
         CheckpointError: No usable checkpoint.
         ConfigError: The stored config (with overrides) is invalid.
     """
-    from thelper.checkpoint import find_checkpoint, load_checkpoint
-
     setup_logging()
     pm = pm or get_plugin_manager()
-    ckpt_path = find_checkpoint(path, "latest")
-    ckpt = load_checkpoint(ckpt_path, map_location=map_location)
-    config = copy.deepcopy(ckpt.get("config") or {})
+    log = logging.getLogger("thelper")
+    fresh = _fresh_restart(Path(path))
+    if fresh is not None:  # killed before its first checkpoint: start over in place
+        log.warning("%s has no checkpoint yet: starting it again from epoch 1 with its "
+                    "recorded config and seeds", path)
+        ckpt_path, ckpt = Path(path) / "checkpoints" / "ckpt.latest.pt", None
+        config = fresh
+    else:
+        ckpt_path, ckpt = load_newest_intact(Path(path), map_location)
+        config = copy.deepcopy(ckpt.get("config") or {})
     if not config:
         raise CheckpointError(f"{str(ckpt_path)!r} holds no session config; it was not "
                               "written by 'thelper run'")
@@ -177,11 +199,60 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
         raise SessionError(f"{str(ckpt_path)!r} is not inside a session directory "
                            "(<session>/checkpoints/); cannot resume there")
     probe_writable(session_dir)
-    seeds = {k: int(v) for k, v in (ckpt.get("seeds") or config.get("seeds") or {}).items()}
+    stored = (ckpt or {}).get("seeds") or config.get("seeds") or {}
+    seeds = {k: int(v) for k, v in stored.items() if v is not None}
     seeds = draw_seeds({**cfg.seeds.model_dump(), **seeds})
     session = Session(name=cfg.name, session_dir=session_dir,
                       config=_config_dump(cfg, seeds), cfg=cfg, seeds=seeds, plugins=pm,
-                      resumed=True, start_epoch=int(ckpt.get("epoch", 0)) + 1,
-                      history=copy.deepcopy(ckpt.get("history") or {}))
-    session.logger.info("resuming from %s (epoch %s)", ckpt_path, ckpt.get("epoch"))
+                      resumed=True, start_epoch=int((ckpt or {}).get("epoch", 0)) + 1,
+                      history=copy.deepcopy((ckpt or {}).get("history") or {}))
+    if ckpt is not None:
+        where = f"epoch {ckpt.get('epoch')}"
+        if ckpt.get("in_epoch"):
+            where = f"epoch {ckpt['in_epoch']['epoch']}, step {ckpt.get('step')}"
+        session.logger.info("resuming from %s (%s)", ckpt_path, where)
     return _execute(session, pm, ckpt=ckpt, eval_only=eval_only)
+
+
+def _fresh_restart(path: Path) -> dict[str, Any] | None:
+    """The recorded config of a session directory that has no checkpoint at all."""
+    import yaml
+
+    ckpts = path / "checkpoints"
+    if not (path.is_dir() and ckpts.is_dir()) or any(ckpts.glob("ckpt.*.pt")):
+        return None
+    latest = path / "config.latest.yaml"
+    if not latest.is_file():
+        return None
+    return yaml.safe_load(latest.read_text()) or None
+
+
+def load_newest_intact(path: Path, map_location: str | None = None
+                       ) -> tuple[Path, dict[str, Any]]:
+    """Load ``ckpt.latest.pt`` of a session (or the given file); when it is truncated or
+    corrupted, fall back to the newest intact checkpoint of the session and say so.
+
+    Raises:
+        CheckpointError: No checkpoint can be loaded.
+    """
+    from thelper.checkpoint import find_checkpoint, load_checkpoint
+
+    log = logging.getLogger("thelper")
+    first = find_checkpoint(path, "latest")
+    try:
+        return first, load_checkpoint(first, map_location=map_location)
+    except CheckpointError as exc:
+        folder = first.parent
+        candidates = sorted((p for p in folder.glob("ckpt.*.pt") if p != first
+                             and p.name != "ckpt.best.pt"),
+                            key=lambda p: p.stat().st_mtime, reverse=True)
+        for candidate in candidates:
+            try:
+                data = load_checkpoint(candidate, map_location=map_location)
+            except CheckpointError:
+                log.warning("checkpoint %s is unreadable too", candidate)
+                continue
+            log.warning("%s; falling back to the newest intact checkpoint %s", exc, candidate)
+            return candidate, data
+        raise CheckpointError(f"{exc}; no intact checkpoint remains in {str(folder)!r}") \
+            from None

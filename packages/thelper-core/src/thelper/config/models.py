@@ -8,7 +8,7 @@ the whole document, third-party params included.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -130,7 +130,8 @@ class SeedsConfig(Section):
     """Seed of the data-loading order and of the loader workers."""
 
 
-Ratio = Field(ge=0.0, le=1.0)
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]
 
 
 class LoadersConfig(Section):
@@ -152,11 +153,11 @@ class LoadersConfig(Section):
     """Pin host memory for faster host-to-GPU copies."""
     drop_last: bool = False
     """Drop the last incomplete training batch."""
-    train_split: dict[str, float] = Field(default_factory=dict)
+    train_split: dict[str, Ratio] = Field(default_factory=dict)
     """Fraction of each dataset (by name) used for training, e.g. ``{digits: 0.8}``."""
-    valid_split: dict[str, float] = Field(default_factory=dict)
+    valid_split: dict[str, Ratio] = Field(default_factory=dict)
     """Fraction of each dataset used for validation."""
-    test_split: dict[str, float] = Field(default_factory=dict)
+    test_split: dict[str, Ratio] = Field(default_factory=dict)
     """Fraction of each dataset used for the final test."""
     skip_bad_samples: bool = False
     """Skip (and count) samples whose file is missing or undecodable instead of stopping
@@ -255,7 +256,7 @@ class TrainerConfig(Section):
 class ImportsConfig(Section):
     """Import-path escape hatch for classes that no plugin registers."""
 
-    allow: list[str] = Field(default_factory=list)
+    allow: list[ModuleName] = Field(default_factory=list)
     """Extra module prefixes that ``class_path`` params may import (besides torch,
     torchvision and thelper packages), e.g. ``[mypackage.datasets]``."""
 

@@ -33,12 +33,14 @@ class ConfigDocument:
         file: Path of the file it was read from (``None`` for in-memory documents).
         positions: ``{path: (line, column)}`` (1-based) for values read from the file.
         overrides: ``{path: source}`` for values set by ``--set`` or the environment.
+        issues: Problems found while reading (duplicate keys), reported with the others.
     """
 
     data: dict[str, Any]
     file: str | None = None
     positions: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     overrides: dict[Loc, str] = field(default_factory=dict)
+    issues: list[ConfigIssue] = field(default_factory=list)
 
     def locate(self, loc: Loc) -> tuple[str | None, int | None, int | None, str]:
         """Where the value at ``loc`` (or its closest ancestor) came from.
@@ -57,56 +59,125 @@ class ConfigDocument:
 
     def copy(self) -> ConfigDocument:
         return ConfigDocument(copy.deepcopy(self.data), self.file, dict(self.positions),
-                              dict(self.overrides))
+                              dict(self.overrides), list(self.issues))
 
 
 class _Loader(yaml.SafeLoader):
     pass
 
 
-def _construct(node: yaml.Node, loader: yaml.SafeLoader, loc: Loc,
-               positions: dict[Loc, tuple[int, int]]) -> Any:
-    positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)
-        out: dict[Any, Any] = {}
+#: Most nodes a document may expand to (YAML aliases can grow a small file exponentially).
+MAX_NODES = 200_000
+
+
+class _Walk:
+    """State of one document construction: positions, problems, alias guard."""
+
+    def __init__(self, loader: yaml.SafeLoader, file: str | None) -> None:
+        self.loader = loader
+        self.file = file
+        self.positions: dict[Loc, tuple[int, int]] = {}
+        self.issues: list[ConfigIssue] = []
+        self.active: set[int] = set()
+        self.count = 0
+
+    def fail(self, node: yaml.Node, loc: Loc, message: str) -> ConfigError:
+        line, col = self.positions.get(loc) or (node.start_mark.line + 1,
+                                                node.start_mark.column + 1)
+        path = ".".join(map(str, loc))
+        issue = ConfigIssue(path, message, self.file, line, col)
+        return ConfigError(f"{self.file or '<config>'}:{line}:{col}: {path or '<root>'}: "
+                           f"{message}", [issue])
+
+    def construct(self, node: yaml.Node, loc: Loc) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise self.fail(node, loc, f"the document expands to more than {MAX_NODES:,} "
+                                       "values (YAML aliases?); a config is much smaller")
+        if id(node) in self.active:
+            raise self.fail(node, loc, "recursive YAML alias: this value contains itself")
+        if loc not in self.positions or not isinstance(loc[-1], str):
+            self.positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            self.active.add(id(node))
+            try:
+                return self._mapping(node, loc)
+            finally:
+                self.active.discard(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            self.active.add(id(node))
+            try:
+                return [self.construct(child, (*loc, i)) for i, child in enumerate(node.value)]
+            finally:
+                self.active.discard(id(node))
+        return self.loader.construct_object(node, deep=True)
+
+    def _key(self, key_node: yaml.Node) -> str:
+        if isinstance(key_node, yaml.ScalarNode):
+            key: Any = self.loader.construct_object(key_node, deep=True)
+        else:  # a list or mapping as a key: keep its text
+            key = key_node.start_mark.get_snippet() or key_node.tag
+        return key if isinstance(key, str) else ("null" if key is None else str(key))
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
+        first: dict[str, int] = {}
+        for key_node, _ in node.value:  # explicit keys only: '<<' merges may be overridden
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self._key(key_node), key_node.start_mark.line + 1
+            if key in first:
+                self.issues.append(ConfigIssue(
+                    ".".join(map(str, (*loc, key))),
+                    f"duplicate key {key!r} (first given at line {first[key]}); only the "
+                    "last one would count: remove one", self.file, line,
+                    key_node.start_mark.column + 1))
+            first.setdefault(key, line)
+        self.loader.flatten_mapping(node)
+        out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool) and key is not None:
-                key = str(key)
-            key = str(key) if not isinstance(key, str) else key
-            out[key] = _construct(value_node, loader, (*loc, key), positions)
+            key = self._key(key_node)
+            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            self.positions[(*loc, key)] = where
+            out[key] = self.construct(value_node, (*loc, key))
             # point at the key for the value's location: editors jump there
-            positions[(*loc, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            self.positions[(*loc, key)] = where
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _construct(child, loader, (*loc, i), positions) for i, child in enumerate(node.value)
-        ]
-    return loader.construct_object(node, deep=True)
 
 
-def _parse_text(text: str, file: str | None) -> tuple[Any, dict[Loc, tuple[int, int]]]:
-    loader = _Loader(text)
-    positions: dict[Loc, tuple[int, int]] = {}
+def _parse_text(text: str, file: str | None
+                ) -> tuple[Any, dict[Loc, tuple[int, int]], list[ConfigIssue]]:
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = _Loader(text)
+        walk = _Walk(loader, file)
         node = loader.get_single_node()
         if node is None:
-            return None, positions
-        return _construct(node, loader, (), positions), positions
+            return None, walk.positions, walk.issues
+        return walk.construct(node, ()), walk.positions, walk.issues
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = file or "<config>"
-        if mark is not None:
-            where += f":{mark.line + 1}:{mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
+        line = mark.line + 1 if mark is not None else None
+        col = mark.column + 1 if mark is not None else None
+        position = getattr(exc, "position", None)  # ReaderError: bad characters
+        if mark is None and isinstance(position, int):
+            line = text.count("\n", 0, position) + 1
+            col = position - (text.rfind("\n", 0, position) + 1) + 1
+        if isinstance(exc, yaml.reader.ReaderError):
+            problem = f"character U+{exc.character:04X} is not allowed in YAML/JSON"
+        else:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where = (file or "<config>") + (f":{line}:{col}" if line is not None else "")
         raise ConfigError(
             f"{where}: cannot parse YAML/JSON: {problem}",
-            [ConfigIssue("", f"cannot parse YAML/JSON: {problem}", file,
-                         mark.line + 1 if mark else None, mark.column + 1 if mark else None)],
+            [ConfigIssue("", f"cannot parse YAML/JSON: {problem}", file, line, col)],
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{file or '<config>'}: the document is nested too deeply",
+                          [ConfigIssue("", "the document is nested too deeply", file)]) \
+            from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def parse_override(text: str) -> tuple[Loc, Any]:
@@ -205,13 +276,14 @@ def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {str(p)!r}: {exc}") from None
-    data, positions = _parse_text(text, str(p))
+    data, positions, issues = _parse_text(text, str(p))
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a config must be a mapping of sections "
                           f"(name, datasets, loaders, model, trainer), got {type(data).__name__}")
-    return apply_overrides(ConfigDocument(data, str(p), positions), sets, environ)
+    return apply_overrides(ConfigDocument(data, str(p), positions, issues=issues), sets,
+                           environ)
 
 
 def document_from_dict(data: dict[str, Any], sets: list[str] | tuple[str, ...] = ()) -> ConfigDocument:

@@ -1,18 +1,28 @@
 """Validate a config document against the installed plugins, reporting every problem.
 
 Schema depth only: nothing here imports torch or a plugin's implementation modules.
+
+Steps: :func:`thelper.config.compat.normalize` rewrites thelper 0.6 spellings (remembering
+the user's paths), one ``model_validate`` of the run-time session model
+(:mod:`thelper.config.dynamic`) checks every section and every component's params, then the
+cross-section rules (:mod:`thelper.config.rules`) run. Each problem becomes a
+:class:`~thelper.exceptions.ConfigIssue` with the user's dotted path and ``file:line:col``.
 """
 
 from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from thelper.config.dynamic import UNKNOWN_COMPONENT, session_model
-from thelper.config.models import SPLITS, SessionConfig
+from thelper.config.compat import Normalized, legacy_key_hint, normalize
+from thelper.config.dynamic import UNKNOWN_COMPONENT, import_adapter, session_model
+from thelper.config.hints import legacy_type_hint, not_installed, suggest
+from thelper.config.imports import is_import_path
+from thelper.config.rules import cross_rules
 from thelper.config.source import ConfigDocument, Loc
 from thelper.exceptions import ConfigError, ConfigIssue
 from thelper.registry import Registry, closest
@@ -24,6 +34,12 @@ _MISSING = object()
 
 def _is_union(tp: Any) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
 
 
 def _tagged_member(tp: Any, tag: Any) -> Any | None:
@@ -56,13 +72,24 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Loc, Any]:
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             field = tp.model_fields.get(item) if isinstance(item, str) else None
             tp = field.annotation if field is not None else None
-        elif typing.get_origin(tp) is dict:
+        elif typing.get_origin(tp) is dict and len(typing.get_args(tp)) == 2:
             tp = typing.get_args(tp)[1]
-        elif typing.get_origin(tp) is list:
+        elif typing.get_origin(tp) is list and typing.get_args(tp):
             tp = typing.get_args(tp)[0]
         else:
             tp = None
     return tuple(out), tp
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model found by walking ``loc`` (with union tags) from ``root``."""
+    _, tp = _walk(root, loc)
+    tp = _unwrap(tp)
+    if _is_union(tp):
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(members) == 1:
+            tp = _unwrap(members[0])
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
 def _get(data: Any, loc: Loc) -> Any:
@@ -70,193 +97,174 @@ def _get(data: Any, loc: Loc) -> Any:
     for item in loc:
         if isinstance(node, dict) and item in node:
             node = node[item]
-        elif isinstance(node, list) and isinstance(item, int) and item < len(node):
+        elif isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
             node = node[item]
         else:
             return _MISSING
     return node
 
 
-def _unwrap(tp: Any) -> Any:
-    while typing.get_origin(tp) is typing.Annotated:
-        tp = typing.get_args(tp)[0]
-    return tp
-
-
-def _model_fields_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
-    """Field names of the model found by walking ``loc`` (with union tags) from ``root``."""
-    _, tp = _walk(root, loc)
-    tp = _unwrap(tp)
-    if _is_union(tp):
-        members = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(members) == 1:
-            tp = _unwrap(members[0])
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return list(tp.model_fields)
-    return None
-
-
 def _short(value: Any) -> str:
-    text = repr(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a repr must never break a report
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _issue(doc: ConfigDocument, loc: Loc, message: str) -> ConfigIssue:
-    file, line, col, source = doc.locate(loc)
-    return ConfigIssue(".".join(str(x) for x in loc), message, file, line, col, source)
+def _first_sentence(text: str | None) -> str | None:
+    if not text:
+        return None
+    sentence = " ".join(text.replace("``", "'").split()).split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= 120 else sentence[:117] + "..."
 
 
-def _schema_issues(doc: ConfigDocument, exc: ValidationError, registry: Registry,
-                   model: type[BaseModel]) -> list[ConfigIssue]:
-    issues: list[ConfigIssue] = []
-    seen: set[tuple[str, str]] = set()
+class _Reporter:
+    """Collects issues in the user's coordinates, without duplicates."""
+
+    def __init__(self, doc: ConfigDocument, norm: Normalized) -> None:
+        self.doc = doc
+        self.norm = norm
+        self.issues: list[ConfigIssue] = list(doc.issues)
+        self._seen: set[tuple[str, str]] = {(i.path, i.message) for i in doc.issues}
+
+    def emit(self, loc: Loc, message: str) -> None:
+        original = self.norm.original(tuple(loc))
+        path = ".".join(str(x) for x in original)
+        if (path, message) in self._seen:
+            return
+        self._seen.add((path, message))
+        file, line, col, source = self.doc.locate(original)
+        self.issues.append(ConfigIssue(path, message, file, line, col, source))
+
+
+def _unknown_component(kind: str, value: Any, loc: Loc, registry: Registry,
+                       failures: Iterable[Any]) -> tuple[Loc, str]:
+    if not isinstance(value, dict):
+        if isinstance(value, str) and registry.canonical(kind, value):
+            return loc, (f"expected a mapping with 'type' and 'params' for a {kind} "
+                         f"(got {_short(value)}); write {{type: {value}}}")
+        return loc, (f"expected a mapping with 'type' and 'params' for a {kind} "
+                     f"(got {_short(value)})")
+    key = "type" if "type" in value or "operation" not in value else "operation"
+    name = value.get(key)
+    if name is None:
+        legacy = [h for k in value if isinstance(k, str)
+                  for h in [legacy_key_hint(loc, k)] if h]
+        if legacy:
+            return loc, f"missing 'type': {legacy[0]}"
+        return loc, f"missing 'type': name a registered {kind}; {suggest(registry, kind, '')}"
+    if not isinstance(name, str):
+        return (*loc, key), (f"'type' must be the name of a registered {kind} "
+                             f"(got {_short(name)})")
+    parts = [f"{name!r} is not a registered {kind}"]
+    legacy = legacy_type_hint(kind, name)
+    if legacy:
+        parts.append(legacy)
+    install = not_installed(kind, name, registry, failures)
+    if install:
+        parts.append(install)
+    if not legacy and not install:
+        parts.append(suggest(registry, kind, name))
+        if is_import_path(name) and import_adapter(registry, kind) is None:
+            parts.append(f"a {kind} cannot be imported by path; register it in a plugin "
+                         "(see docs/writing-plugins.md)")
+    return (*loc, key), "; ".join(parts)
+
+
+def _schema_issues(report: _Reporter, exc: ValidationError, registry: Registry,
+                   model: type[BaseModel], failures: Iterable[Any]) -> None:
+    data = report.norm.data
     for err in exc.errors(include_url=False):
         raw_loc = tuple(err["loc"])
         loc, _ = _walk(model, raw_loc)
         etype = err["type"]
         if etype.startswith(UNKNOWN_COMPONENT + ":"):
             kind = etype.split(":", 1)[1]
-            value = _get(doc.data, loc)
-            name = value.get("type", value.get("operation")) if isinstance(value, dict) else None
-            if not isinstance(value, dict):
-                msg = (f"expected a mapping with 'type' and 'params' for a {kind} "
-                       f"(got {_short(value)})")
-            elif name is None:
-                msg = (f"missing 'type': name a registered {kind}; "
-                       f"{registry.suggestion(kind, '')}")
-            else:
-                loc = (*loc, "type") if "type" in value else (*loc, "operation")
-                msg = (f"{name!r} is not a registered {kind}; "
-                       f"{registry.suggestion(kind, str(name))}")
+            loc, msg = _unknown_component(kind, _get(data, loc), loc, registry, failures)
         elif etype == "extra_forbidden":
-            key = loc[-1] if loc else raw_loc[-1]
-            fields = _model_fields_at(model, raw_loc[:-1]) or []
-            hits = closest(str(key), fields)
-            msg = f"unknown key {str(key)!r}"
-            if hits:
+            key = str(loc[-1] if loc else raw_loc[-1])
+            parent = report.norm.original(loc[:-1])
+            parent_model = _model_at(model, raw_loc[:-1])
+            fields = list(parent_model.model_fields) if parent_model is not None else []
+            msg = f"unknown key {key!r}"
+            hint = legacy_key_hint(parent, key)
+            install = not_installed("", key, registry, failures, section=True) \
+                if not parent else None
+            hits = closest(key, fields)
+            if hint:
+                msg += f"; {hint}"
+            elif install:
+                msg += f"; {install}"
+            elif hits:
                 msg += f"; did you mean {hits[0]!r}?"
             elif fields:
                 msg += f"; valid keys: {', '.join(fields)}"
+        elif etype == "missing" and loc and isinstance(loc[-1], int):
+            _, seq_type = _walk(model, raw_loc[:-1])
+            size = len(typing.get_args(_unwrap(seq_type)))
+            given = _get(data, loc[:-1])
+            loc = loc[:-1]
+            msg = f"expected {size} values" if size else "an item is missing"
+            if isinstance(given, list):
+                text = repr(given)
+                msg += f" (got {len(given)}: {text if len(text) <= 60 else text[:57] + '...'})"
         elif etype == "missing":
             msg = "required key is missing"
+            parent_model = _model_at(model, raw_loc[:-1])
+            field = parent_model.model_fields.get(str(raw_loc[-1])) \
+                if parent_model is not None and raw_loc else None
+            description = _first_sentence(field.description if field else None)
+            if description:
+                msg += f" ({description})"
         else:
-            msg = err["msg"]
+            msg = str(err.get("msg", etype))
             value = err.get("input", _MISSING)
-            if value is not _MISSING and not isinstance(value, dict | list):
+            if value is not _MISSING:
                 msg += f" (got {_short(value)})"
-        key = (".".join(map(str, loc)), msg)
-        if key in seen:
-            continue
-        seen.add(key)
-        issues.append(_issue(doc, loc, msg))
-    return issues
+        report.emit(loc, msg)
 
 
-def _metric_names(trainer: dict[str, Any]) -> dict[str, Any]:
-    metrics = trainer.get("metrics") if isinstance(trainer.get("metrics"), dict) else {}
-    return dict(metrics or {})
+def _sort_key(item: tuple[int, ConfigIssue]) -> tuple[int, int, int, int]:
+    index, issue = item
+    if issue.source == "file" and issue.line is not None:
+        return 0, issue.line, issue.column or 0, index
+    return 1, 0, 0, index
 
 
-def _cross_issues(doc: ConfigDocument, registry: Registry) -> list[ConfigIssue]:
-    """Rules spanning several sections, checked on the raw document (defensively)."""
-    data = doc.data
-    issues: list[ConfigIssue] = []
-    datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
-    loaders = data.get("loaders") if isinstance(data.get("loaders"), dict) else {}
-    totals: dict[str, float] = {}
-    any_train = False
-    for split in SPLITS:
-        key = f"{split}_split"
-        ratios = loaders.get(key)
-        if not isinstance(ratios, dict):
-            continue
-        for name, ratio in ratios.items():
-            if datasets and name not in datasets:
-                hits = closest(str(name), datasets)
-                hint = f"did you mean {hits[0]!r}?" if hits else \
-                    f"declared datasets: {', '.join(map(str, datasets))}"
-                issues.append(_issue(doc, ("loaders", key, name),
-                                     f"{name!r} is not a dataset declared under 'datasets'; {hint}"))
-                continue
-            if isinstance(ratio, int | float) and not isinstance(ratio, bool):
-                totals[name] = totals.get(name, 0.0) + float(ratio)
-                if split == "train" and ratio > 0:
-                    any_train = True
-    for name, total in totals.items():
-        if total > 1.0 + 1e-9:
-            issues.append(_issue(doc, ("loaders",),
-                                 f"split ratios of dataset {name!r} sum to {total:g} > 1; "
-                                 "train_split + valid_split + test_split must be at most 1"))
-    if loaders and datasets and not any_train and not any(
-            i.path.startswith("loaders.train_split") for i in issues):
-        issues.append(_issue(doc, ("loaders", "train_split"),
-                             "no dataset is used for training; add e.g. "
-                             f"'train_split: {{{next(iter(datasets))}: 0.8}}'"))
-    for name, spec in datasets.items():
-        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
-            continue
-        canonical = registry.canonical("dataset", spec["type"])
-        if canonical is None:
-            continue
-        info = registry.get("dataset", canonical)
-        if not info.metadata.get("provides_task") and not spec.get("task"):
-            issues.append(_issue(doc, ("datasets", name),
-                                 f"dataset type {spec['type']!r} does not define a task; add a "
-                                 "'task' block, e.g. task: {type: classification, params: "
-                                 "{class_names: [...]}}"))
-    trainer = data.get("trainer") if isinstance(data.get("trainer"), dict) else {}
-    metrics = _metric_names(trainer)
+def check_document(doc: ConfigDocument, registry: Registry, *,
+                   failures: Iterable[Any] = ()) -> tuple[Any, list[ConfigIssue]]:
+    """Validate ``doc``; return the typed config (or ``None``) and every issue found.
 
-    def check_metric(name: Any, loc: Loc, role: str) -> None:
-        if not isinstance(name, str):
-            return
-        if name == "loss":
-            return
-        if name not in metrics:
-            choices = ["loss", *metrics]
-            hits = closest(name, choices)
-            hint = f"did you mean {hits[0]!r}?" if hits else \
-                f"defined metrics: {', '.join(choices)}"
-            issues.append(_issue(doc, loc, f"{role} {name!r} is not defined under "
-                                           f"trainer.metrics; {hint}"))
-            return
-        spec = metrics[name]
-        if isinstance(spec, dict) and isinstance(spec.get("type"), str):
-            canonical = registry.canonical("metric", spec["type"])
-            if canonical is not None and registry.get("metric", canonical).metadata.get(
-                    "goal") not in ("max", "min"):
-                issues.append(_issue(doc, loc, f"{role} {name!r} ({spec['type']}) has no "
-                                               "min/max goal and cannot be monitored; pick "
-                                               "a scalar metric such as 'loss' or 'accuracy'"))
+    Args:
+        doc: The merged document (file, environment and ``--set`` overrides).
+        registry: Registered components.
+        failures: Plugins that failed to load (``PluginFailure``), for install hints.
 
-    if "monitor" in trainer:
-        check_metric(trainer.get("monitor"), ("trainer", "monitor"), "monitored metric")
-    optim = trainer.get("optimization") if isinstance(trainer.get("optimization"), dict) else {}
-    sched = optim.get("scheduler") if isinstance(optim.get("scheduler"), dict) else {}
-    step_metric = sched.get("step_metric", sched.get("step metric"))
-    if step_metric is not None:
-        check_metric(step_metric, ("trainer", "optimization", "scheduler", "step_metric"),
-                     "scheduler step metric")
-    return issues
-
-
-def check_document(doc: ConfigDocument, registry: Registry) -> tuple[SessionConfig | None,
-                                                                      list[ConfigIssue]]:
-    """Validate ``doc``; return the typed config (or ``None``) and every issue found."""
+    Returns:
+        ``(config, issues)``: the :class:`~thelper.config.models.SessionConfig` subclass
+        instance when there is no issue, else ``None``; issues in file order, then
+        overrides.
+    """
+    failures = list(failures)
+    norm = normalize(doc.data, registry)
+    report = _Reporter(doc, norm)
     model = session_model(registry)
-    config: SessionConfig | None = None
-    issues: list[ConfigIssue] = []
+    config: Any = None
     try:
-        config = model.model_validate(doc.data)
+        config = model.model_validate(norm.data)
     except ValidationError as exc:
-        issues.extend(_schema_issues(doc, exc, registry, model))
-    seen = {(i.path, i.message) for i in issues}
-    for issue in _cross_issues(doc, registry):
-        if (issue.path, issue.message) not in seen:
-            issues.append(issue)
-    if issues:
-        config = None
-    return config, issues
+        _schema_issues(report, exc, registry, model, failures)
+    except Exception as exc:  # noqa: BLE001 - a params model's own validator crashed
+        report.emit((), f"a params model raised {type(exc).__name__} while validating: {exc} "
+                        "(this is a bug in the plugin that registers it)")
+    cross_rules(norm, registry, report.emit)
+    issues = [i for _, i in sorted(enumerate(report.issues), key=_sort_key)]
+    return (config if not issues else None), issues
 
 
 def format_issues(issues: list[ConfigIssue]) -> str:
@@ -264,13 +272,14 @@ def format_issues(issues: list[ConfigIssue]) -> str:
     return "\n".join(i.format() for i in issues)
 
 
-def validate_document(doc: ConfigDocument, registry: Registry) -> SessionConfig:
+def validate_document(doc: ConfigDocument, registry: Registry, *,
+                      failures: Iterable[Any] = ()) -> Any:
     """Validate ``doc`` and return the typed config.
 
     Raises:
         ConfigError: With every issue found (``.issues``), each naming its config path.
     """
-    config, issues = check_document(doc, registry)
+    config, issues = check_document(doc, registry, failures=failures)
     if config is None:
         n = len(issues)
         raise ConfigError(

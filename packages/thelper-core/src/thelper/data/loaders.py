@@ -1,9 +1,15 @@
 """DataLoaders for the train/valid/test splits.
 
 Each split is a :class:`SplitDataset`: the union of its datasets' selected indices, with
-the split's transforms applied to the input key. Training order and worker seeds come from a
-``torch.Generator`` reseeded at every epoch from ``(worker seed, epoch)``, so an epoch's order
-and augmentations depend only on the seed and the epoch number: identical after a resume.
+the split's transforms applied to the input key. Determinism is by construction, so that a
+resumed run (even one killed mid-epoch, with any number of workers) sees exactly the data
+of an uninterrupted run:
+
+* the order of an epoch is a permutation drawn from ``(worker seed, epoch)`` by
+  :class:`EpochSampler`, which can start at any position of that permutation;
+* the random transforms of a sample are seeded from ``(augmentation seed, epoch, index)``
+  (torch, NumPy and ``random``), so they do not depend on which worker loads the sample or
+  on what was loaded before; they differ between epochs and repeat after a resume.
 """
 
 from __future__ import annotations
@@ -14,18 +20,106 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from thelper.data.datasets import as_sample
 from thelper.exceptions import DataError
 
-__all__ = ["SplitDataset", "Compose", "epoch_seed", "seed_worker", "make_loader"]
+__all__ = ["SplitDataset", "Compose", "EpochSampler", "epoch_seed", "seed_worker",
+           "make_loader", "SKIPPED_KEY"]
+
+#: Batch key holding the number of samples skipped in that batch (``skip_bad_samples``).
+SKIPPED_KEY = "__skipped__"
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 63-bit seed derived from ``(seed, epoch)`` with numpy's ``SeedSequence``."""
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(2, np.uint64)[0]
                >> np.uint64(1))
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(index)])
+               .generate_state(1, np.uint32)[0])
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one epoch: a permutation seeded by ``(seed, epoch)``, or ``range(n)``.
+
+    Args:
+        size: Number of samples ``n``.
+        shuffle: Draw a permutation (training) or keep the order (evaluation).
+        seed: Base seed of the permutations.
+
+    Call :meth:`set_epoch` before iterating; ``start`` skips the first samples of the
+    permutation (to resume mid-epoch without loading them).
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int) -> None:
+        self.size = size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 1
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's permutation and the position to start from."""
+        self.epoch = epoch
+        self.start = start
+
+    def order(self) -> list[int]:
+        """The epoch's full order."""
+        if not self.shuffle:
+            return list(range(self.size))
+        g = torch.Generator()
+        g.manual_seed(epoch_seed(self.seed, self.epoch))
+        return torch.randperm(self.size, generator=g).tolist()
+
+    def __iter__(self):
+        return iter(self.order()[self.start:])
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
+class _SeededRNG:
+    """Seed torch, NumPy and ``random`` for one sample; restore them in the main process."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.restore = get_worker_info() is None
+
+    def __enter__(self) -> None:
+        if self.restore:
+            self._state = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed)
+        random.seed(self.seed)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.restore:
+            torch_state, np_state, py_state = self._state
+            torch.set_rng_state(torch_state)
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+def collate_skipping(collate: Callable[[list[Any]], Any] | None = None
+                     ) -> Callable[[list[Any]], Any]:
+    """Wrap a collate function to drop ``None`` samples (bad files) and count them."""
+    inner = collate or default_collate
+
+    def _collate(samples: list[Any]) -> Any:
+        good = [s for s in samples if s is not None]
+        skipped = len(samples) - len(good)
+        if not good:
+            return {SKIPPED_KEY: skipped}
+        batch = inner(good)
+        if isinstance(batch, dict):
+            batch[SKIPPED_KEY] = skipped
+        return batch
+
+    return _collate
 
 
 def seed_worker(worker_id: int) -> None:
@@ -65,11 +159,15 @@ class SplitDataset(Dataset):
 
     def __init__(self, parts: Sequence[tuple[str, Dataset, Sequence[int]]], input_key: str,
                  transform: Callable[[Any], Any] | None = None, label_key: str | None = None,
-                 label_maps: dict[str, list[int]] | None = None) -> None:
+                 label_maps: dict[str, list[int]] | None = None, seed: int = 0,
+                 skip_bad_samples: bool = False) -> None:
         self.parts = [(name, ds, list(idx)) for name, ds, idx in parts]
         self.input_key = input_key
         self.transform = transform
         self.label_key = label_key
+        self.seed = seed
+        self.epoch = 1
+        self.skip_bad_samples = skip_bad_samples
         self.label_maps = {k: torch.as_tensor(v) for k, v in (label_maps or {}).items()}
         self._offsets = np.cumsum([0] + [len(idx) for _, _, idx in self.parts])
 
@@ -82,15 +180,26 @@ class SplitDataset(Dataset):
         name, ds, idx = self.parts[part]
         return name, ds, idx[index - int(self._offsets[part])]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
         name, ds, i = self.locate(index)
-        sample = as_sample(ds[i])
+        try:
+            sample = as_sample(ds[i])
+        except DataError as exc:
+            if not self.skip_bad_samples:
+                raise DataError(f"dataset {name!r} sample {i}: {exc}; fix or remove the file, "
+                                "or set loaders.skip_bad_samples: true") from exc
+            import logging
+
+            logging.getLogger("thelper").warning("skipping dataset %r sample %d: %s", name, i,
+                                                 exc)
+            return None
         if self.input_key not in sample:
             raise DataError(f"dataset {name!r} sample {i} has no key {self.input_key!r} "
                             f"(keys: {', '.join(map(str, sample))}); set the task's input_key")
         if self.transform is not None:
             sample = dict(sample)
-            sample[self.input_key] = self.transform(sample[self.input_key])
+            with _SeededRNG(_sample_seed(self.seed, self.epoch, index)):
+                sample[self.input_key] = self.transform(sample[self.input_key])
         remap = self.label_maps.get(name)
         if remap is not None and self.label_key in sample:
             label = sample[self.label_key]
@@ -101,19 +210,29 @@ class SplitDataset(Dataset):
 
 
 def make_loader(dataset: SplitDataset, batch_size: int, *, train: bool, workers: int,
-                shuffle: bool, pin_memory: bool, drop_last: bool,
-                generator: torch.Generator,
+                shuffle: bool, pin_memory: bool, drop_last: bool, seed: int,
                 collate_fn: Callable[[list[Any]], Any] | None = None) -> DataLoader:
-    """A ``DataLoader`` for one split (shuffled and with ``drop_last`` only when training)."""
+    """A ``DataLoader`` for one split (shuffled and with ``drop_last`` only when training).
+
+    Its sampler is an :class:`EpochSampler` (``loader.sampler``): call
+    ``loader.sampler.set_epoch(epoch, start)`` and set ``dataset.epoch`` before each epoch.
+    """
+    sampler = EpochSampler(len(dataset), shuffle=shuffle and train, seed=seed)
+    # the loader draws its workers' base seed from this generator when an epoch starts:
+    # without one it would draw from (and shift) the global torch RNG that dropout uses
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    if dataset.skip_bad_samples:
+        collate_fn = collate_skipping(collate_fn)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle and train,
+        sampler=sampler,
         num_workers=workers,
         pin_memory=pin_memory,
         drop_last=drop_last and train,
-        generator=generator,
         worker_init_fn=seed_worker if workers > 0 else None,
+        generator=generator,
         persistent_workers=False,
         collate_fn=collate_fn,
     )

@@ -16,9 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from thelper.checkpoint import FORMAT, get_rng_state, save_checkpoint, source_info
-from thelper.data.loaders import epoch_seed
-from thelper.exceptions import ConfigError, DataError, ThelperError
+from thelper.checkpoint import (
+    FORMAT,
+    get_rng_state,
+    link_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    source_info,
+)
+from thelper.data.loaders import SKIPPED_KEY, epoch_seed
+from thelper.exceptions import ConfigError, DataError, NonFiniteLossError
 from thelper.logs import console, is_interactive
 from thelper.metrics import Metric
 
@@ -101,7 +108,12 @@ class Trainer:
         self.bad_epochs = 0
         self.step = 0
         self.epoch = 0
+        self.skipped_samples = 0
         self._checked_outputs = False
+        self._resume_in_epoch: dict[str, Any] | None = None
+        self._resume_rng: dict[str, Any] | None = None
+        self._step_ckpts: list[Path] = sorted(
+            session.checkpoints_dir.glob("ckpt.step.*.pt"), key=lambda p: p.stat().st_mtime)
 
     # ------------------------------------------------------------------ helpers
     def _goal(self, metric: str | None) -> str:
@@ -131,14 +143,24 @@ class Trainer:
         delta = self.cfg.early_stopping.min_delta if self.cfg.early_stopping else 0.0
         return value < self.best - delta if self.goal == "min" else value > self.best + delta
 
-    def _seed_epoch(self, epoch: int) -> None:
+    def _seed_epoch(self, epoch: int, start: int = 0) -> None:
+        """Seed the global RNGs (dropout, ...) and the data order for ``epoch``.
+
+        Args:
+            epoch: 1-based epoch.
+            start: Training samples of this epoch already consumed (mid-epoch resume).
+        """
         seeds = self.session.seeds
         torch.manual_seed(epoch_seed(seeds["torch"], epoch))
         np.random.seed(epoch_seed(seeds["numpy"], epoch) % 2**32)
         random.seed(epoch_seed(seeds["random"], epoch))
-        gen = self.data.generators.get("train")
-        if gen is not None:
-            gen.manual_seed(epoch_seed(seeds["worker"], epoch))
+        for split, loader in self.data.loaders.items():
+            loader.dataset.epoch = epoch
+            loader.sampler.set_epoch(epoch, start if split == "train" else 0)
+            loader.generator.manual_seed(epoch_seed(seeds["worker"], epoch))
+
+    def _stop_requested(self) -> bool:
+        return bool(getattr(self.session, "stop_requested", None))
 
     def _forward(self, batch: dict[str, Any]) -> tuple[Any, Any, torch.Tensor]:
         outputs, targets, loss = self.task.step(self.model, self.loss_fn, batch, self.device)
@@ -168,25 +190,59 @@ class Trainer:
         return progress
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training loader; returns ``loss``, ``lr`` and the metrics."""
+        """One pass over the training loader; returns ``loss``, ``lr`` and the metrics.
+
+        Writes a step checkpoint every ``trainer.checkpoint_every_n_steps`` optimizer steps
+        and when a stop is requested (SIGINT/SIGTERM), then raises ``KeyboardInterrupt``.
+
+        Raises:
+            ThelperError: Non-finite loss with ``on_nonfinite_loss: stop`` (names epoch and
+                step; no checkpoint is written after it).
+        """
         loader = self.data.loaders["train"]
         self.model.train()
         for m in self.metrics.values():
             m.reset()
         loss_sum = torch.zeros((), device=self.device)
-        count = 0
+        count, batches, skipped = 0, 0, 0
+        first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
+        resume = self._resume_in_epoch if (self._resume_in_epoch or {}).get("epoch") == epoch \
+            else None
+        self._resume_in_epoch = None
+        if resume is not None:  # continue mid-epoch exactly where the checkpoint was taken
+            loss_sum = resume["loss_sum"].to(self.device)
+            count, batches = int(resume["count"]), int(resume["batches"])
+            skipped = int(resume.get("skipped", 0))
+            for name, m in self.metrics.items():
+                if name in resume["metrics"]:
+                    m.load_state_dict(_to(resume["metrics"][name], self.device))
+        every = self.cfg.checkpoint_every_n_steps
+        skip_nonfinite = self.cfg.on_nonfinite_loss == "skip"
         progress = self._progress(len(loader), f"epoch {epoch}/{self.cfg.epochs} train")
         non_blocking = self.device.type == "cuda"
         try:
-            for i, batch in enumerate(loader):
+            for batch in loader:
+                skipped += int(batch.pop(SKIPPED_KEY, 0)) if isinstance(batch, dict) else 0
+                if isinstance(batch, dict) and self.task.input_key not in batch:
+                    continue  # every sample of this batch was unreadable and skipped
                 batch = self.task.to_device(batch, self.device, non_blocking)
                 outputs, targets, loss = self._forward(batch)
+                finite = torch.isfinite(loss.detach())
+                if skip_nonfinite and not bool(finite):  # host sync only in 'skip' mode
+                    self.session.logger.warning("skipping step %d of epoch %d: non-finite "
+                                                "loss %s", self.step + 1, epoch, float(loss))
+                    self.optimizer.zero_grad(set_to_none=True)
+                    batches += 1
+                    continue
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.grad_clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
                 self.optimizer.step()
                 self.step += 1
+                batches += 1
+                first_bad = torch.where((first_bad < 0) & ~finite,
+                                        torch.full_like(first_bad, self.step), first_bad)
                 n = _batch_size(batch, self.task)
                 count += n
                 detached = outputs.detach() if isinstance(outputs, torch.Tensor) else outputs
@@ -194,27 +250,49 @@ class Trainer:
                 for m in self.metrics.values():
                     m.update(detached, targets)
                 if progress is not None:
-                    info = ""
-                    if (i + 1) % self.log_every_n_steps == 0:
-                        info = f"loss {float(loss_sum) / max(count, 1):.4f}"
-                    progress.update(progress.task_ids[0], advance=1,
-                                    **({"info": info} if info else {}))
+                    info = {}
+                    if batches % self.log_every_n_steps == 0:
+                        info = {"info": f"loss {float(loss_sum) / max(count, 1):.4f}"}
+                    progress.update(progress.task_ids[0], advance=1, **info)
+                stop = self._stop_requested()
+                if (every and self.step % every == 0) or stop:
+                    self._check_finite(first_bad, epoch)
+                    self._save_step(epoch, {
+                        "epoch": epoch, "batches": batches, "count": count,
+                        "loss_sum": loss_sum.detach().cpu(), "skipped": skipped,
+                        "samples": batches * loader.batch_size,  # sampler position
+                        "metrics": {k: _to(m.state_dict(), "cpu")
+                                    for k, m in self.metrics.items()},
+                    })
+                    if stop:
+                        raise KeyboardInterrupt(f"stop requested at step {self.step}")
         finally:
             if progress is not None:
                 progress.stop()
+        self._check_finite(first_bad, epoch)
         if count == 0:
             raise DataError("the training loader produced no batch (batch size larger than "
-                            "the split with drop_last?)")
-        loss_value = float(loss_sum) / count
-        if not math.isfinite(loss_value):
-            raise ThelperError(f"non-finite training loss ({loss_value}) at epoch {epoch}, "
-                               f"step {self.step}; lower the learning rate or check the data")
-        out = {"loss": loss_value, "lr": float(self.optimizer.param_groups[0]["lr"])}
+                            "the split with drop_last, or every sample skipped?)")
+        if skipped:
+            self.session.logger.warning("epoch %d: skipped %d unreadable sample(s)", epoch,
+                                        skipped)
+        self.skipped_samples += skipped
+        out = {"loss": float(loss_sum) / count,
+               "lr": float(self.optimizer.param_groups[0]["lr"])}
         for name, m in self.metrics.items():
             v = m.compute()
             if v is not None:
                 out[name] = float(v)
         return out
+
+    def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"non-finite training loss (NaN or inf) at epoch {epoch}, step {bad}; the "
+                "last good checkpoint is kept. Lower the learning rate, clip gradients "
+                "(trainer.params.grad_clip_norm), check the data, or set "
+                "trainer.on_nonfinite_loss: skip")
 
     @torch.inference_mode()
     def evaluate(self, split: str, epoch: int, metrics: dict[str, Metric] | None = None,
@@ -235,6 +313,10 @@ class Trainer:
         non_blocking = self.device.type == "cuda"
         try:
             for batch in loader:
+                if isinstance(batch, dict):
+                    batch.pop(SKIPPED_KEY, None)
+                    if self.task.input_key not in batch:
+                        continue
                 batch = self.task.to_device(batch, self.device, non_blocking)
                 outputs, targets, loss = self._forward(batch)
                 n = _batch_size(batch, self.task)
@@ -270,8 +352,14 @@ class Trainer:
                 plt.close(report.figure)
 
     # ------------------------------------------------------------- checkpoints
-    def state_dict(self, epoch: int) -> dict[str, Any]:
-        """Everything needed to resume after ``epoch``, as plain data."""
+    def state_dict(self, epoch: int, in_epoch: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything needed to resume, as plain data.
+
+        Args:
+            epoch: Last finished epoch (1-based; 0 before the first one ends).
+            in_epoch: For mid-epoch checkpoints: the running epoch, batches done, running
+                loss and metric accumulators.
+        """
         s = self.session
         return {
             "format": FORMAT,
@@ -287,6 +375,8 @@ class Trainer:
             "monitor": {"metric": self.monitor, "goal": self.goal, "split": self.monitor_split,
                         "best": self.best, "best_epoch": self.best_epoch},
             "early_stopping": {"bad_epochs": self.bad_epochs},
+            "in_epoch": in_epoch,
+            "skipped_samples": self.skipped_samples,
             "history": s.history,
             "rng": get_rng_state(),
             "config": s.config,
@@ -308,6 +398,9 @@ class Trainer:
         self.bad_epochs = int((ckpt.get("early_stopping") or {}).get("bad_epochs", 0))
         self.step = int(ckpt.get("step", 0))
         self.epoch = int(ckpt.get("epoch", 0))
+        self.skipped_samples = int(ckpt.get("skipped_samples", 0))
+        self._resume_in_epoch = ckpt.get("in_epoch")
+        self._resume_rng = ckpt.get("rng") if self._resume_in_epoch else None
 
     def _save(self, epoch: int, is_best: bool) -> None:
         s = self.session
@@ -321,6 +414,20 @@ class Trainer:
         for p in paths:
             save_checkpoint(state, p)
             s.plugins.checkpoint_saved(s, p, epoch, is_best)
+        for old in self._step_ckpts:  # the epoch checkpoint supersedes its step checkpoints
+            old.unlink(missing_ok=True)
+        self._step_ckpts = []
+
+    def _save_step(self, epoch: int, in_epoch: dict[str, Any]) -> None:
+        """Mid-epoch checkpoint ``ckpt.step.<step>.pt``, also linked as ``ckpt.latest.pt``."""
+        s = self.session
+        path = s.checkpoints_dir / f"ckpt.step.{self.step:08d}.pt"
+        save_checkpoint(self.state_dict(epoch - 1, in_epoch), path)
+        link_checkpoint(path, s.checkpoints_dir / "ckpt.latest.pt")
+        self._step_ckpts.append(path)
+        while len(self._step_ckpts) > self.cfg.keep_step_checkpoints:
+            self._step_ckpts.pop(0).unlink(missing_ok=True)
+        s.plugins.checkpoint_saved(s, path, epoch - 1, False)
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> None:
@@ -330,7 +437,15 @@ class Trainer:
         es = self.cfg.early_stopping
         for epoch in range(s.start_epoch, self.cfg.epochs + 1):
             t0 = time.perf_counter()
-            self._seed_epoch(epoch)
+            resume = self._resume_in_epoch
+            if resume is not None and resume.get("epoch") == epoch:
+                self._seed_epoch(epoch, int(resume["samples"]))
+                if self._resume_rng is not None:  # dropout etc. continue where they were
+                    set_rng_state(self._resume_rng)
+                log.info("resuming epoch %d after %d batches (step %d)", epoch,
+                         resume["batches"], self.step)
+            else:
+                self._seed_epoch(epoch)
             metrics = {"train": self.train_epoch(epoch)}
             if "valid" in self.data.loaders:
                 metrics["valid"] = self.evaluate("valid", epoch, reports=False)
@@ -362,6 +477,8 @@ class Trainer:
                                   for sp, vals in metrics.items()),
                      time.perf_counter() - t0, "  *best*" if is_best else "")
             s.plugins.epoch_end(s, epoch, metrics)
+            if self._stop_requested():
+                raise KeyboardInterrupt(f"stop requested after epoch {epoch}")
             if es is not None and self.bad_epochs >= es.patience:
                 log.info("early stopping: %s did not improve for %d epochs (best %.4g at "
                          "epoch %s)", self.monitor, es.patience, self.best or float("nan"),
@@ -395,6 +512,17 @@ class Trainer:
                       " ".join(f"{k} {v:.4g}" for k, v in values.items()))
         s.plugins.evaluation_end(s, split, epoch, values)
         return values
+
+
+def _to(value: Any, device: Any) -> Any:
+    """Move tensors in nested dicts/lists to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to(v, device) for v in value)
+    return value
 
 
 def _batch_size(batch: dict[str, Any], task: Any) -> int:
