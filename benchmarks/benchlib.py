@@ -35,11 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from benchreport import dump_json, loadavg, machine_line, median, print_table
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
-
-from benchreport import dump_json, loadavg, machine_line, median, print_table
 
 __all__ = ["SampleCrops", "TupleDataset", "ThelperRun", "RawRun", "RawSimpleCNN",
            "case_config", "digits_config", "resnet18_config", "thelper_session", "epoch_seed",

@@ -170,7 +170,7 @@ def test_sigterm_writes_a_final_checkpoint_and_resumes_exactly(tmp_path, referen
     _assert_identical(reference[0], _weights(session_dir))
 
 
-def test_truncated_latest_falls_back_to_newest_intact(tmp_path, mlp_config, caplog):
+def test_truncated_latest_falls_back_to_newest_intact(tmp_path, mlp_config, capfd):
     mlp_config["trainer"]["epochs"] = 2
     s = run_session(document_from_dict(mlp_config), tmp_path)
     latest = s.checkpoints_dir / "ckpt.latest.pt"
@@ -178,8 +178,9 @@ def test_truncated_latest_falls_back_to_newest_intact(tmp_path, mlp_config, capl
     with pytest.raises(CheckpointError, match="ckpt.latest.pt"):
         torch_load_thelper(latest)
     resumed = resume_session(s.session_dir, ["trainer.epochs=3"])
-    assert "falling back to the newest intact checkpoint" in caplog.text
-    assert "ckpt.0002.pt" in caplog.text
+    err = capfd.readouterr().err
+    assert "falling back to the newest intact checkpoint" in err
+    assert "ckpt.0002.pt" in err
     ckpt = torch.load(resumed.checkpoints_dir / "ckpt.latest.pt", weights_only=True)
     assert ckpt["epoch"] == 3
 
@@ -262,11 +263,11 @@ def test_nan_loss_stops_naming_epoch_and_step(tmp_path, mlp_config):
     assert json.loads((session_dir / "run.json").read_text())["status"] == "failed"
 
 
-def test_nan_loss_skip_policy_trains_on(tmp_path, mlp_config, caplog):
+def test_nan_loss_skip_policy_trains_on(tmp_path, mlp_config, capfd):
     pm = ThelperPluginManager()
     pm.register(_NaNPlugin(), name="nan")
     s = run_session(document_from_dict(_nan_config(mlp_config, "skip")), tmp_path, pm)
-    assert "skipping step" in caplog.text
+    assert "skipping step" in capfd.readouterr().err
     model = torch.load(s.checkpoints_dir / "ckpt.latest.pt", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in model.values())
 
@@ -311,10 +312,11 @@ def test_corrupt_image_is_a_data_error_naming_the_file(tmp_path, digit_images):
     assert "skip_bad_samples" in str(info.value)
 
 
-def test_skip_bad_samples_counts_them(tmp_path, digit_images, caplog):
+def test_skip_bad_samples_counts_them(tmp_path, digit_images, capfd):
     root, _ = digit_images
     s = run_session(document_from_dict(_image_config(root, True)), tmp_path / "s")
-    assert "corrupt.png" in caplog.text
+    err = capfd.readouterr().err
+    assert "corrupt.png" in err
     ckpt = torch.load(s.checkpoints_dir / "ckpt.latest.pt", weights_only=True)
-    test_skipped = "test" in caplog.text
-    assert ckpt["skipped_samples"] + int(test_skipped) >= 1
+    # the corrupt file lands in the train or the test split; training counts its skips
+    assert ckpt["skipped_samples"] >= 1 or "skipping dataset 'pngs'" in err

@@ -230,7 +230,7 @@ class Trainer:
                 finite = torch.isfinite(loss.detach())
                 if skip_nonfinite and not bool(finite):  # host sync only in 'skip' mode
                     self.session.logger.warning("skipping step %d of epoch %d: non-finite "
-                                                "loss %s", self.step + 1, epoch, float(loss))
+                                                "loss %s", self.step + 1, epoch, float(loss.detach()))
                     self.optimizer.zero_grad(set_to_none=True)
                     batches += 1
                     continue
