@@ -5,7 +5,7 @@ from __future__ import annotations
 from thelper import builtin_params as bp
 from thelper.plugins import hookimpl
 from thelper.registry import ComponentInfo as C
-from thelper.tasks import ClassificationParams
+from thelper.tasks import ClassificationParams, RegressionParams
 
 
 @hookimpl
@@ -16,7 +16,14 @@ def thelper_register_components() -> list[C]:
         C("task", "classification", "thelper.tasks:Classification", ClassificationParams,
           aliases=("thelper.tasks.Classification",),
           description="single-label classification into named classes"),
+        C("task", "regression", "thelper.tasks:Regression", RegressionParams,
+          aliases=("thelper.tasks.Regression", "thelper.tasks.regr.Regression"),
+          description="regression of real values of a fixed shape"),
         # datasets
+        C("dataset", "sklearn_regression", "thelper.sklearn_regression:SklearnRegressionDataset",
+          bp.SklearnRegressionParams,
+          description="regression data sets bundled with scikit-learn (diabetes, linnerud)",
+          metadata={"provides_task": True}),
         C("dataset", "sklearn", "thelper.data.datasets:SklearnDataset",
           bp.SklearnDatasetParams, aliases=("sklearn_dataset",),
           description="data sets bundled with scikit-learn (digits, iris, wine, ...)",
@@ -24,6 +31,9 @@ def thelper_register_components() -> list[C]:
         C("dataset", "torch_dataset", "thelper.data.datasets:TorchDatasetAdapter",
           bp.TorchDatasetParams, aliases=("import",),
           description="any torch Dataset class by import path (needs a task block)"),
+        C("dataset", "hdf5", "thelper.tools.archive:Hdf5Dataset", bp.Hdf5DatasetParams,
+          description="one split of an HDF5 archive written by 'thelper split'",
+          metadata={"provides_task": True}),
         # models
         C("model", "mlp", "thelper.nn:MLP", bp.MLPParams,
           description="multi-layer perceptron for flat feature vectors"),
@@ -80,6 +90,22 @@ def thelper_register_components() -> list[C]:
           bp.ClassificationReportParams,
           aliases=("thelper.train.ClassifReport",),
           description="per-class precision, recall, F1 and support"),
+        C("metric", "mae", "thelper.metrics:MeanAbsoluteError", bp.RegressionMetricParams,
+          aliases=("thelper.optim.MeanAbsoluteError", "thelper.optim.metrics.MeanAbsoluteError"),
+          description="mean absolute error (lower is better)", metadata={"goal": "min"}),
+        C("metric", "mse", "thelper.metrics:MeanSquaredError", bp.RegressionMetricParams,
+          aliases=("thelper.optim.MeanSquaredError", "thelper.optim.metrics.MeanSquaredError"),
+          description="mean squared error (lower is better)", metadata={"goal": "min"}),
+        C("metric", "rmse", "thelper.metrics:RootMeanSquaredError", bp.RegressionMetricParams,
+          description="root mean squared error (lower is better)", metadata={"goal": "min"}),
+        C("metric", "roc_auc", "thelper.metrics:ROCAUC", bp.ROCAUCParams,
+          aliases=("thelper.optim.ROCCurve", "thelper.optim.metrics.ROCCurve"),
+          description="area under the ROC curve, one class vs rest, with ROC curve plot",
+          metadata={"goal": "max"}),
+        C("metric", "prediction_logger", "thelper.consumers:PredictionLogger",
+          bp.PredictionLoggerParams,
+          aliases=("thelper.train.ClassifLogger", "thelper.train.utils.ClassifLogger"),
+          description="per-sample predictions written as CSV or JSON"),
         # trainers
         C("trainer", "default", "thelper.train:Trainer", bp.DefaultTrainerParams,
           aliases=("thelper.train.ImageClassifTrainer", "classification"),

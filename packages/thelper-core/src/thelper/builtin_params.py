@@ -9,12 +9,13 @@ from pydantic import Field
 from thelper.registry import Params
 
 __all__ = [
-    "NoParams", "SklearnDatasetParams", "TorchDatasetParams", "MLPParams",
+    "NoParams", "SklearnDatasetParams", "TorchDatasetParams", "Hdf5DatasetParams", "MLPParams",
     "CrossEntropyParams", "BCEWithLogitsParams", "ReductionParams", "SmoothL1Params",
     "SGDParams", "AdamParams", "AdamWParams", "RMSpropParams", "AdagradParams",
     "StepLRParams", "MultiStepLRParams", "ExponentialLRParams", "CosineAnnealingLRParams",
     "ReduceLROnPlateauParams", "AccuracyParams", "ConfusionMatrixParams",
-    "ClassificationReportParams", "DefaultTrainerParams",
+    "ClassificationReportParams", "DefaultTrainerParams", "SklearnRegressionParams",
+    "RegressionMetricParams", "ROCAUCParams", "PredictionLoggerParams",
 ]
 
 Reduction = Literal["mean", "sum"]
@@ -37,6 +38,17 @@ class SklearnDatasetParams(Params):
     """digits only: scale pixel values from 0..16 to 0..1."""
 
 
+class SklearnRegressionParams(Params):
+    """A regression data set bundled with scikit-learn (no download)."""
+
+    name: Literal["diabetes", "linnerud"] = "diabetes"
+    """``diabetes``: 442 patients, 10 features, disease progression after one year (Efron et
+    al., 2004); ``linnerud``: 20 samples, 3 features, 3 targets."""
+    standardize: bool = True
+    """Give the task the targets' mean and standard deviation, so that the model learns
+    standardised targets while metrics stay in target units."""
+
+
 class TorchDatasetParams(Params):
     """Any ``torch.utils.data.Dataset`` class by import path (allow-listed prefixes)."""
 
@@ -45,6 +57,15 @@ class TorchDatasetParams(Params):
     with an allowed prefix (torch, torchvision, thelper, or ``imports.allow``)."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Constructor keyword arguments."""
+
+
+class Hdf5DatasetParams(Params):
+    """One split of an HDF5 archive written by ``thelper split``."""
+
+    path: str = Field(min_length=1)
+    """The ``.h5`` archive."""
+    split: Literal["train", "valid", "test"] = "train"
+    """Which split of the archive to read."""
 
 
 # ------------------------------------------------------------------------------ models
@@ -238,6 +259,30 @@ class ClassificationReportParams(Params):
 
     digits: int = Field(default=4, ge=1, le=8)
     """Decimal digits in the text report."""
+
+
+class RegressionMetricParams(Params):
+    """MAE, MSE or RMSE over every predicted value of the split (no params)."""
+
+
+class ROCAUCParams(Params):
+    """Area under the ROC curve, one class against the rest (scikit-learn)."""
+
+    average: Literal["macro", "weighted"] = "macro"
+    """Mean of the per-class AUCs (``macro``) or weighted by each class's positives."""
+    ignore_index: int = -100
+    """Target value to skip."""
+
+
+class PredictionLoggerParams(Params):
+    """Per-sample predictions written as CSV or JSON."""
+
+    format: Literal["csv", "json"] = "csv"
+    """File format of ``<name>.csv`` / ``<name>.json``."""
+    top_k: int = Field(default=3, ge=1)
+    """Classification: best classes listed per sample, with their probabilities."""
+    max_samples: int | None = Field(default=None, ge=1)
+    """Write at most this many samples (``null``: all)."""
 
 
 # ----------------------------------------------------------------------------- trainer

@@ -8,7 +8,11 @@ finished), ``step`` (optimizer steps so far), ``model`` (state dict), ``model_ty
 ``model_params``, ``optimizer``, ``scheduler`` (state dicts or ``None``), ``monitor``
 (metric, goal, best value, best epoch), ``early_stopping``, ``history`` (metrics per split and
 epoch), ``rng`` (Python, NumPy, torch CPU/CUDA states), ``config`` (the session config),
-``task`` (``{type, params}``), ``seeds``, ``source`` (host, time), ``torch`` (version).
+``task`` (``{type, params}``), ``seeds``, ``source`` (host, time), ``torch`` (version),
+``input_shape`` (per-sample input shape seen in training), ``skipped_samples``, and
+``in_epoch``: ``None`` at epoch ends; for mid-epoch step checkpoints
+(``ckpt.step.<step>.pt``) the running epoch, batches done, sampler position, running loss
+and metric accumulators, so that a resume continues at the next step exactly.
 """
 
 from __future__ import annotations

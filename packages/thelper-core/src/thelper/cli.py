@@ -164,14 +164,46 @@ def resume_cmd(
 
 
 # -------------------------------------------------------------------------- config
+def _validate_output(config: Path, cfg: Any, issues: list[Any], fmt: str,
+                     depth: Any = None) -> None:
+    if fmt == "json":
+        out: dict[str, Any] = {"file": str(config), "valid": cfg is not None and not issues,
+                               "issues": [i.to_dict() for i in issues]}
+        if depth is not None:
+            out["depth"] = depth.to_dict()
+        typer.echo(json.dumps(out, indent=2))
+        return
+    if depth is not None:
+        for step in depth.steps:
+            typer.echo(f"  {step.name}: {step.detail} ({step.seconds:.2f} s)")
+        for warning in depth.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+    if cfg is not None and not issues:
+        how = "" if depth is None else f"; {depth.level} on CPU passed in {depth.seconds:.1f} s"
+        typer.echo(f"{config}: valid ({len(cfg.datasets)} dataset(s), model "
+                   f"{cfg.model.type}, {cfg.trainer.epochs} epoch(s){how})")
+        return
+    for issue in issues:
+        typer.echo(issue.format(), err=True)
+    typer.echo(f"{config}: {len(issues)} problem(s) found", err=True)
+
+
 @config_app.command("validate")
 def validate_cmd(
     config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
     sets: SetOption = None,
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="Output format: text or json.")] = "text",
+    build: Annotated[bool, typer.Option(
+        "--build", help="Also instantiate every component on CPU (datasets, transforms, "
+        "model, loss, optimizer, scheduler, metrics) and check the model's output against "
+        "the task on one batch. Imports torch and the plugins' code.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Like --build, then run one batch of each split through "
+        "training, validation, the test and a checkpoint round trip, in a temporary "
+        "directory that is removed afterwards.")] = False,
 ) -> None:
-    """Check a config against the installed plugins without importing torch.
+    """Check a config against the installed plugins (schema depth: no torch import).
 
     Every problem is reported at once, one per line, as FILE:LINE:COL: PATH: MESSAGE.
     Exit code 0 when valid, 2 when invalid.
@@ -182,26 +214,126 @@ def validate_cmd(
     if fmt not in ("text", "json"):
         raise typer.BadParameter("expected text or json", param_hint="--format")
     pm = _pm()
-    _warn_failures(pm)
+    if pm.failures:
+        _warn_failures(pm)
+    doc = None
     try:
         doc = load_config(config, sets or [])
-        cfg, issues = check_document(doc, pm.registry)
+        cfg, issues = check_document(doc, pm.registry, failures=pm.failures)
     except ConfigError as exc:
         if not exc.issues:
             raise
         cfg, issues = None, exc.issues
-    if fmt == "json":
-        typer.echo(json.dumps({"file": str(config), "valid": cfg is not None,
-                               "issues": [i.to_dict() for i in issues]}, indent=2))
-    elif cfg is not None:
-        typer.echo(f"{config}: valid ({len(cfg.datasets)} dataset(s), model "
-                   f"{cfg.model.type}, {cfg.trainer.epochs} epoch(s))")
-    else:
-        for issue in issues:
-            typer.echo(issue.format(), err=True)
-        typer.echo(f"{config}: {len(issues)} problem(s) found", err=True)
-    if cfg is None:
+    depth = None
+    if cfg is not None and doc is not None and (build or dry_run):
+        from thelper.config.depths import run_depth
+
+        depth = run_depth(doc, cfg, pm, "dry-run" if dry_run else "build",
+                          keep_traceback=_STATE["traceback"])
+        issues = list(depth.issues)
+    _validate_output(config, cfg, issues, fmt, depth)
+    if cfg is None or issues:
         raise typer.Exit(2)
+
+
+@config_app.command("schema")
+def schema_cmd(
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the schema to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of session configs for the installed plugins.
+
+    Field descriptions included; for editors (YAML language server: put
+    '# yaml-language-server: $schema=PATH' on the first line of a config).
+    THELPER_DISABLE_PLUGIN_AUTOLOAD=1 gives the core-only schema.
+    """
+    from thelper.config.schema import schema_text
+
+    pm = _pm()
+    if pm.failures:
+        _warn_failures(pm)
+    text = schema_text(pm.registry)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    _write_text(output, text)
+    typer.echo(f"wrote {output} ({len(pm.registry.components())} components)", err=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    from thelper.exceptions import ConfigError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+
+
+@config_app.command("init")
+def init_cmd(
+    template: Annotated[str | None, typer.Argument(
+        help="Starter config: digits-mlp (default), digits-cnn, image-folder; see --list.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Config file to write (default: <template>.yaml); the "
+        "session name is taken from its file name.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite an existing config file.")] = False,
+    schema: Annotated[str | None, typer.Option(
+        "--schema", help="Schema path or URL for the '# yaml-language-server: $schema=' "
+        "header. Default: write thelper-config.schema.json (installed plugins) beside the "
+        "config and point to it.")] = None,
+    list_templates: Annotated[bool, typer.Option(
+        "--list", help="List the templates and exit.")] = False,
+) -> None:
+    """Write a commented starter config that validates with the installed plugins.
+
+    Refuses to overwrite an existing file unless --force is given.
+    """
+    from thelper.config.starter import (
+        DEFAULT_TEMPLATE,
+        SCHEMA_FILE,
+        TEMPLATES,
+        render,
+        session_name,
+    )
+    from thelper.exceptions import ConfigError
+
+    if list_templates:
+        for t in TEMPLATES.values():
+            needs = f" [needs {', '.join(t.requires)}]" if t.requires else ""
+            typer.echo(f"{t.name:14s} {t.description}{needs}")
+        return
+    name = template or DEFAULT_TEMPLATE
+    path = output if output is not None else Path(f"{name}.yaml")
+    render(name, "check", "check")  # unknown template: fail before writing anything
+    if path.exists() and not force:
+        raise ConfigError(f"{str(path)!r} already exists; pass --force to overwrite it, or "
+                          "choose another file with -o")
+    if path.is_dir():
+        raise ConfigError(f"{str(path)!r} is a directory; give a file name with -o")
+    pm = None
+    if schema is None:
+        from thelper.config.schema import SCHEMA_ID, schema_text
+
+        pm = _pm()
+        schema_path = path.parent / SCHEMA_FILE
+        if not schema_path.exists() or SCHEMA_ID in schema_path.read_text(encoding="utf-8",
+                                                                             errors="replace"):
+            _write_text(schema_path, schema_text(pm.registry))
+            typer.echo(f"wrote {schema_path}", err=True)
+        schema = SCHEMA_FILE
+    text = render(name, session_name(path), schema)
+    _write_text(path, text)
+    typer.echo(f"wrote {path} (template {name}); check it with: thelper config validate "
+               f"{path}")
+    missing = [d for d in TEMPLATES[name].requires
+               if pm is not None and d not in {c.distribution for c in
+                                               pm.registry.components()}]
+    if missing:
+        typer.echo(f"warning: template {name!r} uses components of {', '.join(missing)}, "
+                   "which is not loaded here", err=True)
 
 
 # ------------------------------------------------------------------------- plugins

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["Metric", "Accuracy", "ConfusionMatrix", "ClassificationReport", "Report"]
+__all__ = ["Metric", "Accuracy", "ConfusionMatrix", "ClassificationReport", "Report",
+           "MeanAbsoluteError", "MeanSquaredError", "RootMeanSquaredError", "ROCAUC"]
 
 
 class Report:
@@ -234,3 +235,192 @@ class ClassificationReport(Metric):
         txt.write_text(text)
         js.write_text(json.dumps(data, indent=2))
         return Report([txt, js])
+
+
+# ---------------------------------------------------------------------------- regression
+def _regression_pair(outputs: torch.Tensor, targets: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, D)`` float views of outputs and targets; a target (or output) of one value per
+    sample is compared with every value of the other."""
+    o = outputs.reshape(outputs.shape[0], -1).float()
+    t = targets.reshape(targets.shape[0], -1).to(o.dtype)
+    if o.shape[1] != t.shape[1] and 1 not in (o.shape[1], t.shape[1]):
+        raise ValueError(f"outputs {tuple(outputs.shape)} and targets {tuple(targets.shape)} "
+                         "hold different numbers of values per sample")
+    return o, t
+
+
+class _ErrorMetric(Metric):
+    goal = "min"
+    _power = 1
+
+    def __init__(self, task: Any = None) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._sum: torch.Tensor | float = 0.0
+        self._count: torch.Tensor | int = 0
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        o, t = _regression_pair(outputs, targets)
+        d = (o - t).abs() if self._power == 1 else (o - t).square()
+        self._sum = self._sum + d.sum(dtype=torch.float64)
+        self._count = self._count + d.numel()
+
+    def _mean(self) -> float | None:
+        count = int(self._count)
+        return float(self._sum) / count if count else None
+
+    def compute(self) -> float | None:
+        return self._mean()
+
+
+class MeanAbsoluteError(_ErrorMetric):
+    """Mean absolute error ``MAE = mean(|ŷ - y|)`` over every predicted value (all samples
+    and outputs), in target units; lower is better.
+
+    Same definition as scikit-learn's ``mean_absolute_error`` with uniform averaging over
+    outputs. Accumulated in float64 on the device; reduced once per epoch.
+    """
+
+    _power = 1
+
+
+class MeanSquaredError(_ErrorMetric):
+    """Mean squared error ``MSE = mean((ŷ - y)²)`` over every predicted value, in squared
+    target units; lower is better (scikit-learn's ``mean_squared_error``)."""
+
+    _power = 2
+
+
+class RootMeanSquaredError(_ErrorMetric):
+    """Root mean squared error ``RMSE = sqrt(mean((ŷ - y)²))`` over the whole split (the root
+    of the epoch's MSE, not a mean of per-batch roots), in target units; lower is better
+    (scikit-learn's ``root_mean_squared_error``)."""
+
+    _power = 2
+
+    def compute(self) -> float | None:
+        mse = self._mean()
+        return None if mse is None else mse ** 0.5
+
+
+# --------------------------------------------------------------------------------- ROC
+class ROCAUC(Metric):
+    """Area under the ROC curve, one class against the rest; higher is better.
+
+    Scores are the softmax of the logits ``(N, C)`` (the sigmoid for one logit per
+    sample). For two classes the value is scikit-learn's binary
+    ``roc_auc_score(y == 1, p[:, 1])``; for more, each class ``c`` that has both positive
+    and negative samples gets ``roc_auc_score(y == c, p[:, c])`` and the values are
+    averaged (``macro``) or weighted by the number of positives (``weighted``), which is
+    scikit-learn's ``roc_auc_score(..., multi_class="ovr")`` when every class is present.
+    Targets equal to ``ignore_index`` are skipped. ROC: Fawcett, "An introduction to ROC
+    analysis", Pattern Recognition Letters 27 (2006).
+
+    The report writes ``<stem>.csv`` (AUC per class) and ``<stem>.png`` (the ROC curves,
+    from scikit-learn's ``roc_curve``), also shown in TensorBoard.
+
+    Args:
+        average: ``macro`` or ``weighted``.
+        ignore_index: Target value to skip.
+        task: The classification task (class names).
+    """
+
+    goal = "max"
+
+    def __init__(self, average: str = "macro", ignore_index: int = -100,
+                 task: Any = None) -> None:
+        if average not in ("macro", "weighted"):
+            raise ValueError(f"average must be 'macro' or 'weighted' (got {average!r})")
+        self.average = average
+        self.ignore_index = ignore_index
+        self.class_names = _class_names(task) if getattr(task, "class_names", None) else None
+        self.reset()
+
+    def reset(self) -> None:
+        self._scores: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        logits = outputs.float()
+        if logits.ndim == 1 or logits.shape[1] == 1:
+            p = torch.sigmoid(logits.reshape(-1, 1))
+            scores = torch.cat([1 - p, p], dim=1)
+        else:
+            scores = logits.softmax(dim=1)
+        self._scores.append(scores)
+        self._targets.append(targets.reshape(-1))
+
+    def _arrays(self) -> tuple[Any, Any] | None:
+        if not self._scores:
+            return None
+        scores = torch.cat(self._scores).cpu().double().numpy()
+        y = torch.cat(self._targets).cpu().numpy()
+        keep = y != self.ignore_index
+        return scores[keep], y[keep]
+
+    def _names(self, n: int) -> list[str]:
+        names = self.class_names or []
+        return names if len(names) == n else [str(i) for i in range(n)]
+
+    def per_class(self) -> dict[int, float]:
+        """AUC of each class that has positive and negative samples (index -> AUC)."""
+        from sklearn.metrics import roc_auc_score
+
+        arrays = self._arrays()
+        if arrays is None:
+            return {}
+        scores, y = arrays
+        classes = [1] if scores.shape[1] == 2 else range(scores.shape[1])
+        out = {}
+        for c in classes:
+            positives = y == c
+            if positives.any() and not positives.all():
+                out[c] = float(roc_auc_score(positives, scores[:, c]))
+        return out
+
+    def compute(self) -> float | None:
+        aucs = self.per_class()
+        if not aucs:
+            return None
+        if self.average == "macro" or len(aucs) == 1:
+            return sum(aucs.values()) / len(aucs)
+        y = self._arrays()[1]  # type: ignore[index]
+        weights = {c: float((y == c).sum()) for c in aucs}
+        return sum(aucs[c] * weights[c] for c in aucs) / sum(weights.values())
+
+    def report(self, out_dir: Path, stem: str) -> Report | None:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        from sklearn.metrics import roc_curve
+
+        arrays = self._arrays()
+        aucs = self.per_class()
+        if arrays is None or not aucs:
+            return None
+        scores, y = arrays
+        names = self._names(scores.shape[1])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        csv_path = out_dir / f"{stem}.csv"
+        with csv_path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["class", "auc", "positives"])
+            for c, auc in aucs.items():
+                w.writerow([names[c], f"{auc:.6f}", int((y == c).sum())])
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        for c, auc in list(aucs.items())[:20]:
+            fpr, tpr, _ = roc_curve(y == c, scores[:, c])
+            ax.plot(fpr, tpr, label=f"{names[c]} (AUC {auc:.3f})")
+        ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.set_title(f"{stem}: ROC, one class vs rest ({self.average} AUC "
+                     f"{self.compute():.3f})")
+        ax.legend(loc="lower right", fontsize="small")
+        fig.tight_layout()
+        png_path = out_dir / f"{stem}.png"
+        fig.savefig(png_path, dpi=100)
+        return Report([csv_path, png_path], fig)

@@ -109,9 +109,11 @@ class ThelperPluginManager:
         self.blocked: set[str] = set(blocked) | _env_list("THELPER_BLOCK_PLUGINS")
         self._registry: Registry | None = None
         from thelper import _builtins
+        from thelper.tools import commands
         from thelper.trackers import run_record, tensorboard
 
         self.register(_builtins, name=CORE_PLUGIN, distribution="thelper-core")
+        self.register(commands, name="core-commands", distribution="thelper-core")
         for name, module in (("run-record", run_record), ("tensorboard", tensorboard)):
             if name not in self.blocked:
                 self.register(module, name=name, distribution="thelper-core")

@@ -19,7 +19,8 @@ from pydantic import Field, field_validator
 from thelper.exceptions import ConfigError
 from thelper.registry import Params
 
-__all__ = ["Task", "Classification", "ClassificationParams", "task_from_dict"]
+__all__ = ["Task", "Classification", "ClassificationParams", "Regression", "RegressionParams",
+           "task_from_dict"]
 
 
 class Task:
@@ -238,7 +239,179 @@ class Classification(Task):
             )
 
 
-_TASK_TYPES: dict[str, type[Task]] = {"classification": Classification}
+Bound = float | list[float]
+
+
+class RegressionParams(Params):
+    """Params of the ``regression`` task."""
+
+    target_shape: list[int] = Field(default_factory=lambda: [1])
+    """Shape of one target (and of one prediction) without the batch dimension, e.g. ``[1]``
+    for a scalar, ``[3]`` for three values per sample."""
+    target_min: Bound | None = None
+    """Lowest valid value (one number, or one per output): evaluation predictions are
+    clamped to it."""
+    target_max: Bound | None = None
+    """Highest valid value (one number, or one per output): evaluation predictions are
+    clamped to it."""
+    target_mean: Bound | None = None
+    """Standardise targets for the loss: the model predicts ``(y - mean) / std``; metrics and
+    predictions are in target units. One number or one per output."""
+    target_std: Bound | None = None
+    """Standard deviation used with ``target_mean`` (strictly positive)."""
+    input_key: str = "input"
+    """Key of the input in each sample."""
+    label_key: str = "target"
+    """Key of the target values in each sample."""
+    meta_keys: list[str] = Field(default_factory=list)
+    """Keys carried along for reports (e.g. ``path``)."""
+
+    @field_validator("target_shape")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError(f"target_shape sizes must be >= 1 (got {value})")
+        return value
+
+    @field_validator("target_std")
+    @classmethod
+    def _std_positive(cls, value: Bound | None) -> Bound | None:
+        values = value if isinstance(value, list) else [value]
+        if value is not None and any(v <= 0 for v in values):
+            raise ValueError(f"target_std must be > 0 (got {value})")
+        return value
+
+    @field_validator("input_key", "label_key", mode="before")
+    @classmethod
+    def _key_str(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Regression(Task):
+    """Regression of real values of a fixed shape.
+
+    The model outputs ``(N, *target_shape)`` float; targets have the same shape (targets of
+    ``(N,)`` are reshaped to ``(N, 1)`` for ``target_shape: [1]``). Default loss: mean
+    squared error. With ``target_mean``/``target_std`` the model learns standardised targets
+    (the loss compares ``(y - mean) / std``), while metrics, predictions and :meth:`decode`
+    are in target units. At evaluation, predictions are clamped to
+    ``[target_min, target_max]`` when given (training leaves them free, since clamping
+    would stop the gradient).
+
+    Args:
+        target_shape: Shape of one target, without the batch dimension.
+        target_min: Lower bound(s) of valid values.
+        target_max: Upper bound(s) of valid values.
+        target_mean: Mean(s) used to standardise targets for the loss.
+        target_std: Standard deviation(s) used with ``target_mean``.
+        input_key: Key of the input in each sample.
+        label_key: Key of the targets in each sample.
+        meta_keys: Keys carried along for reports.
+    """
+
+    type_name = "regression"
+
+    def __init__(self, target_shape: Sequence[int] = (1,), target_min: Any = None,
+                 target_max: Any = None, target_mean: Any = None, target_std: Any = None,
+                 input_key: str = "input", label_key: str = "target",
+                 meta_keys: Sequence[str] = ()) -> None:
+        super().__init__(input_key, label_key, meta_keys)
+        self.target_shape = [int(s) for s in target_shape]
+        if not self.target_shape or any(s < 1 for s in self.target_shape):
+            raise ConfigError(f"regression target_shape must hold sizes >= 1 (got "
+                              f"{list(target_shape)})")
+        self.target_min = target_min
+        self.target_max = target_max
+        if (target_mean is None) != (target_std is None):
+            raise ConfigError("regression: give both target_mean and target_std, or neither")
+        self.target_mean = target_mean
+        self.target_std = target_std
+
+    @property
+    def num_outputs(self) -> int:
+        """Values predicted per sample (product of ``target_shape``)."""
+        n = 1
+        for s in self.target_shape:
+            n *= s
+        return n
+
+    @property
+    def num_classes(self) -> int:
+        """Same as :attr:`num_outputs`: models that size their head from ``num_classes``
+        (``mlp``, ``simple_cnn``, torchvision classifiers) then output one value each."""
+        return self.num_outputs
+
+    def params(self) -> dict[str, Any]:
+        return {"target_shape": list(self.target_shape), "target_min": self.target_min,
+                "target_max": self.target_max, "target_mean": self.target_mean,
+                "target_std": self.target_std, **super().params()}
+
+    def default_loss(self) -> tuple[str, dict[str, Any]]:
+        return "mse", {}
+
+    def _vector(self, value: Any, like: Any) -> Any:
+        import torch
+
+        t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+        return t.reshape(self.target_shape) if t.numel() > 1 else t
+
+    def get_target(self, batch: Mapping[str, Any]) -> Any:
+        import torch
+
+        target = batch[self.label_key]
+        if not isinstance(target, torch.Tensor):
+            target = torch.as_tensor(target)
+        target = target.float()
+        return target.reshape(target.shape[0], *self.target_shape)
+
+    def _denormalise(self, outputs: Any) -> Any:
+        if self.target_mean is None:
+            return outputs
+        return outputs * self._vector(self.target_std, outputs) + \
+            self._vector(self.target_mean, outputs)
+
+    def _clamp(self, outputs: Any) -> Any:
+        if self.target_min is None and self.target_max is None:
+            return outputs
+        low = self._vector(self.target_min, outputs) if self.target_min is not None else None
+        high = self._vector(self.target_max, outputs) if self.target_max is not None else None
+        return outputs.clamp(min=low, max=high)
+
+    def decode(self, outputs: Any) -> Any:
+        """Predictions in target units, clamped to ``[target_min, target_max]``."""
+        return self._clamp(self._denormalise(outputs))
+
+    def step(self, model: Any, loss_fn: Any, batch: Mapping[str, Any], device: Any
+             ) -> tuple[Any, Any, Any]:
+        """Outputs in target units (clamped at evaluation), targets ``(N, *target_shape)``,
+        loss on standardised values when ``target_mean``/``target_std`` are set."""
+        targets = self.get_target(batch).to(device, non_blocking=True)
+        raw = model(self.get_input(batch))
+        if raw.ndim == 2 and raw.shape[1] == self.num_outputs and len(self.target_shape) > 1:
+            raw = raw.reshape(raw.shape[0], *self.target_shape)
+        if self.target_mean is not None:
+            scaled = (targets - self._vector(self.target_mean, targets)) / \
+                self._vector(self.target_std, targets)
+            loss = loss_fn(raw, scaled)
+        else:
+            loss = loss_fn(raw, targets)
+        outputs = self._denormalise(raw)
+        if not model.training:
+            outputs = self._clamp(outputs)
+        return outputs, targets, loss
+
+    def check_outputs(self, outputs: Any, model_name: str) -> None:
+        shape = tuple(getattr(outputs, "shape", ()))
+        if tuple(shape[1:]) != tuple(self.target_shape):
+            raise ConfigError(
+                f"model {model_name!r} outputs shape {shape} but the regression task expects "
+                f"(N, {', '.join(map(str, self.target_shape))}); fix the model or the task's "
+                "target_shape"
+            )
+
+
+_TASK_TYPES: dict[str, type[Task]] = {"classification": Classification,
+                                       "regression": Regression}
 
 
 def task_from_dict(data: Mapping[str, Any]) -> Task:

@@ -7,9 +7,18 @@ Example:
     >>> cfg = validate_document(doc, get_plugin_manager().registry)  # doctest: +SKIP
 """
 
-from thelper.config.models import SessionConfig
-from thelper.config.source import ConfigDocument, apply_overrides, document_from_dict, load_config
-from thelper.config.validate import check_document, format_issues, validate_document
+from thelper import _fastdocs
+
+_fastdocs.install()  # before the models below read their field docstrings
+
+from thelper.config.models import SessionConfig  # noqa: E402
+from thelper.config.source import (  # noqa: E402
+    ConfigDocument,
+    apply_overrides,
+    document_from_dict,
+    load_config,
+)
+from thelper.config.validate import check_document, format_issues, validate_document  # noqa: E402
 
 __all__ = [
     "ConfigDocument",

@@ -27,7 +27,8 @@ from thelper.config.models import LoadersConfig
 from thelper.config.source import Loc
 from thelper.registry import Registry
 
-__all__ = ["Normalized", "normalize", "iter_slots", "legacy_key_hint", "LEGACY_KEYS"]
+__all__ = ["Normalized", "normalize", "iter_slots", "used_components", "legacy_key_hint",
+           "LEGACY_KEYS"]
 
 #: ``{(parent path pattern, key): hint}`` for thelper 0.6 keys; ``*`` matches one part.
 LEGACY_KEYS: dict[tuple[str, str], str] = {
@@ -122,6 +123,27 @@ def iter_slots(data: Any) -> Iterator[tuple[Loc, str, Any]]:
             if isinstance(metrics, dict):
                 for name, spec in metrics.items():
                     yield ("trainer", key, name), "metric", spec
+
+
+def used_components(data: Any, registry: Registry) -> dict[str, frozenset[str]]:
+    """``{kind: canonical names}`` of the registered components a document names.
+
+    The trainer's default type is always included (a trainer section may omit ``type``).
+    """
+    used: dict[str, set[str]] = {}
+    for _, kind, value in iter_slots(data):
+        if not isinstance(value, dict):
+            continue
+        name = value.get("type")
+        if name is None:
+            name = "default" if kind == "trainer" else value.get("operation")
+        canonical = registry.canonical(kind, name) if isinstance(name, str) else None
+        if canonical is not None:
+            used.setdefault(kind, set()).add(canonical)
+    default = registry.canonical("trainer", "default")
+    if default is not None:
+        used.setdefault("trainer", set()).add(default)
+    return {k: frozenset(v) for k, v in used.items()}
 
 
 def _despace(node: dict[str, Any], allowed: frozenset[str] | set[str], loc: Loc,

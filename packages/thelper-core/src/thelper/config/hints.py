@@ -14,7 +14,7 @@ hint (``tests/core/test_config_hints.py`` checks the table against the installed
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -68,12 +68,6 @@ LEGACY_TYPES: dict[tuple[str, str], str] = {
         "use 'center_crop' (thelper-vision)",
     ("transform", "thelper.transforms.ToGray"): "use 'grayscale' (thelper-vision)",
     ("transform", "thelper.transforms.NoTransform"): "remove the transform",
-    ("metric", "thelper.train.ClassifLogger"):
-        "per-sample prediction logs are not a metric any more; 'classification_report' "
-        "writes per-class scores",
-    ("metric", "thelper.train.utils.ClassifLogger"):
-        "per-sample prediction logs are not a metric any more; 'classification_report' "
-        "writes per-class scores",
 }
 
 
@@ -165,8 +159,3 @@ def not_installed(kind: str, name: str, registry: Registry, failures: Iterable[A
         return (f"it is provided by {dist}, which is installed but not loaded (check "
                 "THELPER_DISABLE_PLUGIN_AUTOLOAD, THELPER_PLUGINS and -p no:NAME)")
     return f"it is provided by {dist}, which is not installed: pip install {dist}"
-
-
-def describe_choices(values: Mapping[str, Any] | Iterable[str]) -> str:
-    """``'a', 'b', 'c'`` for messages."""
-    return ", ".join(repr(str(v)) for v in values)

@@ -21,11 +21,12 @@ Rules:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from thelper.config.compat import Normalized
 from thelper.config.dynamic import import_adapter
+from thelper.config.hints import not_installed
 from thelper.config.imports import (
     allow_list_message,
     import_allowed,
@@ -137,7 +138,8 @@ def _tasks(data: dict[str, Any], registry: Registry, emit: Emit) -> None:
                  "the same keys")
 
 
-def _imports(data: dict[str, Any], norm: Normalized, registry: Registry, emit: Emit) -> None:
+def _imports(data: dict[str, Any], norm: Normalized, registry: Registry, emit: Emit,
+             failures: list[Any]) -> None:
     adapter = import_adapter(registry, "dataset")
     if adapter is None:
         return
@@ -154,7 +156,10 @@ def _imports(data: dict[str, Any], norm: Normalized, registry: Registry, emit: E
         hatch = ("datasets", name) in norm.imported
         prefix = (f"{path!r} is not a registered dataset; as an import path, its "
                   if hatch else f"class_path {path!r}: ")
-        if not import_allowed(path, allow):
+        install = not_installed("dataset", path, registry, failures)
+        if install:
+            emit(loc, f"{path!r} is not a registered dataset; {install}")
+        elif not import_allowed(path, allow):
             emit(loc, prefix + allow_list_message(path, allow))
         elif not top_level_installed(path):
             root = path.split(".")[0].split(":")[0]
@@ -242,13 +247,17 @@ def _device(data: dict[str, Any], emit: Emit) -> None:
         emit(("trainer", "device"), f"{device!r} is not a device; {hint}")
 
 
-def cross_rules(norm: Normalized, registry: Registry, emit: Emit) -> None:
-    """Run every rule on ``norm.data``; ``emit(path, message)`` receives each problem."""
+def cross_rules(norm: Normalized, registry: Registry, emit: Emit,
+                failures: Iterable[Any] = ()) -> None:
+    """Run every rule on ``norm.data``; ``emit(path, message)`` receives each problem.
+
+    ``failures`` (the plugin manager's) complete install hints.
+    """
     data = norm.data
     if not isinstance(data, dict):
         return
     _splits(data, emit)
     _tasks(data, registry, emit)
-    _imports(data, norm, registry, emit)
+    _imports(data, norm, registry, emit, list(failures))
     _metrics(data, registry, emit)
     _device(data, emit)

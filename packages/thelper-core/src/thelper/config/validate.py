@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from thelper.config.compat import Normalized, legacy_key_hint, normalize
+from thelper.config.compat import Normalized, legacy_key_hint, normalize, used_components
 from thelper.config.dynamic import UNKNOWN_COMPONENT, import_adapter, session_model
 from thelper.config.hints import legacy_type_hint, not_installed, suggest
 from thelper.config.imports import is_import_path
@@ -253,7 +253,7 @@ def check_document(doc: ConfigDocument, registry: Registry, *,
     failures = list(failures)
     norm = normalize(doc.data, registry)
     report = _Reporter(doc, norm)
-    model = session_model(registry)
+    model = session_model(registry, used_components(norm.data, registry))
     config: Any = None
     try:
         config = model.model_validate(norm.data)
@@ -262,7 +262,7 @@ def check_document(doc: ConfigDocument, registry: Registry, *,
     except Exception as exc:  # noqa: BLE001 - a params model's own validator crashed
         report.emit((), f"a params model raised {type(exc).__name__} while validating: {exc} "
                         "(this is a bug in the plugin that registers it)")
-    cross_rules(norm, registry, report.emit)
+    cross_rules(norm, registry, report.emit, failures)
     issues = [i for _, i in sorted(enumerate(report.issues), key=_sort_key)]
     return (config if not issues else None), issues
 

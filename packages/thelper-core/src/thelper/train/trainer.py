@@ -110,6 +110,7 @@ class Trainer:
         self.epoch = 0
         self.skipped_samples = 0
         self._checked_outputs = False
+        self.input_shape: list[int] | None = None
         self._resume_in_epoch: dict[str, Any] | None = None
         self._resume_rng: dict[str, Any] | None = None
         self._step_ckpts: list[Path] = sorted(
@@ -167,6 +168,9 @@ class Trainer:
         if not self._checked_outputs:
             self.task.check_outputs(outputs, self.session.cfg.model.type)
             self._checked_outputs = True
+            x = self.task.get_input(batch)
+            if isinstance(x, torch.Tensor):
+                self.input_shape = list(x.shape[1:])
         return outputs, targets, loss
 
     # ------------------------------------------------------------------- epochs
@@ -376,6 +380,7 @@ class Trainer:
                         "best": self.best, "best_epoch": self.best_epoch},
             "early_stopping": {"bad_epochs": self.bad_epochs},
             "in_epoch": in_epoch,
+            "input_shape": self.input_shape,
             "skipped_samples": self.skipped_samples,
             "history": s.history,
             "rng": get_rng_state(),
@@ -399,6 +404,7 @@ class Trainer:
         self.step = int(ckpt.get("step", 0))
         self.epoch = int(ckpt.get("epoch", 0))
         self.skipped_samples = int(ckpt.get("skipped_samples", 0))
+        self.input_shape = ckpt.get("input_shape")
         self._resume_in_epoch = ckpt.get("in_epoch")
         self._resume_rng = ckpt.get("rng") if self._resume_in_epoch else None
 

@@ -1,0 +1,1 @@
+"""Tools that work on trained sessions: export, inference and split archives."""

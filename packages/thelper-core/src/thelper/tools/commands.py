@@ -1,0 +1,129 @@
+"""CLI commands on trained sessions (``split``, ``export``, ``infer``), added through the
+``thelper_add_commands`` hook like any plugin's commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from thelper.plugins import hookimpl
+
+
+def split_cmd(
+    config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Archive to write (.h5).")],
+    compression: Annotated[str, typer.Option(
+        help="Default compression of every key: none, gzip or lz4.")] = "lz4",
+    key_compression: Annotated[list[str] | None, typer.Option(
+        "--key-compression", metavar="KEY=CODEC",
+        help="Per-key compression, e.g. --key-compression label=none (repeatable).")] = None,
+    encode: Annotated[str, typer.Option(
+        help="Store uint8 images encoded: none, png or jpeg.")] = "none",
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", metavar="PATH=VALUE", help="Override a config value (repeatable).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing archive.")
+                     ] = False,
+) -> None:
+    """Write the session's train/valid/test splits into one HDF5 archive.
+
+    Samples are stored raw (before transforms) with their source dataset and index, the
+    task, class names and seeds. Train on it with datasets of type 'hdf5'
+    (params: {path: ARCHIVE.h5, split: train}).
+    """
+    from rich.progress import Progress
+
+    from thelper.build import build_data
+    from thelper.config import load_config, validate_document
+    from thelper.exceptions import ConfigError
+    from thelper.logs import console, setup_logging
+    from thelper.plugins import get_plugin_manager
+    from thelper.session import Session, draw_seeds
+    from thelper.tools.archive import write_archive
+
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists; pass --force to replace it")
+    per_key = {}
+    for item in key_compression or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--key-compression {item!r}: expected KEY=CODEC")
+        per_key[k] = v
+    setup_logging()
+    pm = get_plugin_manager()
+    cfg = validate_document(load_config(config, sets or []), pm.registry)
+    seeds = draw_seeds(cfg.seeds.model_dump())
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="thelper-split-"))
+    (tmp / "logs").mkdir()
+    session = Session(name=cfg.name, session_dir=tmp, config=cfg.model_dump(mode="json"),
+                      cfg=cfg, seeds=seeds, plugins=pm)
+    data = build_data(session, pm.registry)
+    total = sum(len(i) for idx in data.indices.values() for i in idx.values())
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as prog:
+        bar = prog.add_task("writing archive", total=total)
+        write_archive(data, out, compression=compression, key_compression=per_key,
+                      encode=encode, meta={"seeds": seeds, "session": cfg.name,
+                                           "indices": data.indices},
+                      progress=lambda n: prog.update(bar, advance=n))
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {total} samples: " + ", ".join(
+        f"{s} {sum(len(i.get(s, [])) for i in data.indices.values())}"
+        for s in ("train", "valid", "test")) + ")")
+
+
+def export_cmd(
+    source: Annotated[Path, typer.Argument(help="Session directory or checkpoint file.")],
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="torchscript, onnx or exported-program.")] = "torchscript",
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output file (default: SESSION/export/model.<ext>).")] = None,
+    input_shape: Annotated[str | None, typer.Option(
+        help="Per-sample input shape C,H,W for random inputs instead of the session's data.")
+    ] = None,
+    tolerance: Annotated[float, typer.Option(
+        help="Largest accepted |original - export| on the check inputs.")] = 1e-4,
+) -> None:
+    """Export a trained model and verify the export reproduces it.
+
+    Runs the original and the exported model on samples of the session's data (batch and
+    batch size 1) and fails when the largest absolute difference exceeds --tolerance.
+    Writes <stem>.meta.pt / .meta.json (task, class names, input shape, transforms) beside it.
+    """
+    from thelper.tools.export import export_model
+
+    shape = tuple(int(v) for v in input_shape.split(",")) if input_shape else None
+    result = export_model(source, fmt, out, input_shape=shape, tolerance=tolerance)
+    typer.echo(f"exported {result.path} ({fmt}); max |difference| {result.max_abs_diff:.3g} "
+               f"on inputs {list(result.input_shape)}; metadata {result.meta_path}")
+
+
+def infer_cmd(
+    model: Annotated[Path, typer.Argument(help="Session dir, checkpoint or export file.")],
+    inputs: Annotated[list[Path] | None, typer.Argument(help="Image files or folders.")
+                      ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")
+                   ] = Path("predictions"),
+    split: Annotated[str | None, typer.Option(
+        help="Predict this split of the session's config (train, valid or test).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    top_k: Annotated[int, typer.Option(help="Classes listed per image.")] = 3,
+) -> None:
+    """Run a trained model on images (or a split) and write predictions.
+
+    Classification: predictions.csv with top-k class names and scores; segmentation: PNG
+    masks; detection: detections.json; regression: predictions.csv.
+    """
+    from thelper.tools.infer import infer
+
+    result = infer(model, inputs or [], out, split=split, batch_size=batch_size, top_k=top_k)
+    typer.echo(f"predictions written to {result}")
+
+
+@hookimpl
+def thelper_add_commands(app: typer.Typer) -> None:
+    app.command("split")(split_cmd)
+    app.command("export")(export_cmd)
+    app.command("infer")(infer_cmd)
