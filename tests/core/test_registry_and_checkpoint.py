@@ -38,11 +38,25 @@ REQUIRED = {
 }
 
 
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A real `thelper split` archive of scikit-learn's digits."""
+    from tests.conftest import MLP_CONFIG
+    from thelper.tools.archive import write_archive
+    from thelper.tools.loading import session_data
+
+    path = tmp_path_factory.mktemp("h5") / "digits.h5"
+    write_archive(session_data({"config": MLP_CONFIG, "seeds": MLP_CONFIG["seeds"]}), path)
+    return path
+
+
 @pytest.mark.parametrize("info", [c for c in CORE if c.kind != "trainer"],
                          ids=lambda c: f"{c.kind}-{c.name}")
-def test_every_core_component_builds(info):
-    obj = PM.registry.build(info.kind, info.name, REQUIRED.get((info.kind, info.name), {}),
-                            **_context(info))
+def test_every_core_component_builds(info, request):
+    params = REQUIRED.get((info.kind, info.name), {})
+    if (info.kind, info.name) == ("dataset", "hdf5"):
+        params = {"path": str(request.getfixturevalue("archive")), "split": "valid"}
+    obj = PM.registry.build(info.kind, info.name, params, **_context(info))
     assert obj is not None
     if info.kind == "metric":
         obj.update(torch.randn(5, 10), torch.randint(0, 10, (5,)))

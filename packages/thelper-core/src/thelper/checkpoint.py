@@ -87,6 +87,7 @@ def save_checkpoint(data: dict[str, Any], path: str | Path) -> Path:
             torch.save(data, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())  # mkstemp creates 0600; use the usual umask instead
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -96,6 +97,12 @@ def save_checkpoint(data: dict[str, Any], path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def link_checkpoint(src: str | Path, dst: str | Path) -> Path:

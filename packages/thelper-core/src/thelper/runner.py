@@ -59,8 +59,8 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
         pm.session_start(session)
         started = True
         if eval_only:
-            best = find_checkpoint(session.session_dir, "best")
-            trainer.test(best)
+            given = session.extras.get("eval_checkpoint")
+            trainer.test(Path(given) if given else find_checkpoint(session.session_dir, "best"))
         else:
             if session.start_epoch > tcfg.epochs:
                 log.info("all %d epochs are done; evaluating the best model", tcfg.epochs)
@@ -148,6 +148,9 @@ def run_session(doc: ConfigDocument, save_dir: str | Path,
     setup_logging()
     pm = pm or get_plugin_manager()
     cfg = validate_document(doc, pm.registry)
+    from thelper.train.trainer import resolve_device
+
+    resolve_device(cfg.trainer.device)  # a missing GPU fails before the directory exists
     seeds = draw_seeds(cfg.seeds.model_dump())
     session_dir = create_session_dir(Path(save_dir), cfg.name)
     config = _config_dump(cfg, seeds)
@@ -211,6 +214,8 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
         if ckpt.get("in_epoch"):
             where = f"epoch {ckpt['in_epoch']['epoch']}, step {ckpt.get('step')}"
         session.logger.info("resuming from %s (%s)", ckpt_path, where)
+    if eval_only and Path(path).is_file():  # evaluate the given checkpoint, not the best
+        session.extras["eval_checkpoint"] = str(path)
     return _execute(session, pm, ckpt=ckpt, eval_only=eval_only)
 
 

@@ -224,37 +224,51 @@ class Hdf5Dataset(Dataset):
             raise DataError(f"cannot read archive {self.path!r}: {exc}") from None
         self._file: Any = None
         self._pid: int | None = None
+        self._handles: dict[str, tuple[Any, str, str | None, Any]] = {}
 
-    def _group(self) -> Any:
+    def _open(self) -> dict[str, tuple[Any, str, str | None, Any]]:
+        """Per-process handles: ``{key: (dataset, kind, encoding, shape dataset)}``.
+
+        h5py object lookups and attribute reads cost far more than reading a chunk, so they
+        are done once per process, not per sample.
+        """
         import h5py
 
         if self._file is None or self._pid != os.getpid():  # one handle per worker process
             self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
-        return self._file[self.split]
+            g = self._file[self.split]
+            self._handles = {}
+            for key in self._keys:
+                ds = g[key]
+                kind = "str" if ds.dtype.kind == "O" and h5py.check_string_dtype(ds.dtype) \
+                    else "array"
+                encoding = ds.attrs.get("encoding")
+                shape_ds = g[key + _SHAPE] if key + _SHAPE in g else None
+                self._handles[key] = (ds, kind, encoding, shape_ds)
+        return self._handles
 
     def __len__(self) -> int:
         return self._size
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        g = self._group()
         sample: dict[str, Any] = {}
-        for key in self._keys:
-            ds = g[key]
+        for key, (ds, kind, encoding, shape_ds) in self._open().items():
             value = ds[index]
-            if ds.dtype.kind == "O" and isinstance(value, bytes | str):
+            if kind == "str":
                 sample[key] = value.decode() if isinstance(value, bytes) else value
                 continue
-            if ds.attrs.get("encoding"):
-                value = _decode(value, int(g[key + _SHAPE][index][0]))
-            elif key + _SHAPE in g:
-                value = value.reshape(tuple(g[key + _SHAPE][index]))
+            if encoding:
+                value = _decode(value, 0)
+            elif shape_ds is not None:
+                value = value.reshape(tuple(shape_ds[index]))
             sample[key] = torch.from_numpy(np.asarray(value).copy())
         return sample
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_file"] = None  # h5py handles do not cross process boundaries
+        state.pop("_handles", None)
         return state
 
     def __repr__(self) -> str:

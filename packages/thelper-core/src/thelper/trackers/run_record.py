@@ -79,6 +79,10 @@ def thelper_checkpoint_saved(session: Any, path: Path, epoch: int, is_best: bool
         session.session_dir) else str(path)
     kind = "best" if path.name == "ckpt.best.pt" else (
         "latest" if path.name == "ckpt.latest.pt" else "epoch")
+    if path.name.startswith("ckpt.step."):  # mid-epoch: linked as ckpt.latest.pt, rotated
+        rec["checkpoints"]["latest"] = {"path": "checkpoints/ckpt.latest.pt", "epoch": epoch,
+                                        "step": int(path.name.split(".")[2])}
+        return
     if kind == "epoch":
         rec["checkpoints"].setdefault("epochs", [])
         if rel not in rec["checkpoints"]["epochs"]:

@@ -233,8 +233,9 @@ class Trainer:
                 outputs, targets, loss = self._forward(batch)
                 finite = torch.isfinite(loss.detach())
                 if skip_nonfinite and not bool(finite):  # host sync only in 'skip' mode
-                    self.session.logger.warning("skipping step %d of epoch %d: non-finite "
-                                                "loss %s", self.step + 1, epoch, float(loss.detach()))
+                    self.session.logger.warning(
+                        "skipping batch %d of epoch %d (after step %d): non-finite loss %s",
+                        batches + 1, epoch, self.step, float(loss.detach()))
                     self.optimizer.zero_grad(set_to_none=True)
                     batches += 1
                     continue
@@ -441,6 +442,11 @@ class Trainer:
         s = self.session
         log = s.logger
         es = self.cfg.early_stopping
+        if es is not None and self.bad_epochs >= es.patience and self._resume_in_epoch is None:
+            log.info("early stopping already triggered (%s did not improve for %d epochs); "
+                     "raise trainer.early_stopping.patience to train further", self.monitor,
+                     self.bad_epochs)
+            return
         for epoch in range(s.start_epoch, self.cfg.epochs + 1):
             t0 = time.perf_counter()
             resume = self._resume_in_epoch
