@@ -98,3 +98,40 @@ def test_merged_tasks_remap_labels_of_each_dataset():
     sd = SplitDataset([("a", a, [0, 1]), ("b", b, [0, 1])], "input", label_key="label",
                       label_maps={"b": [1, 2]})
     assert [int(sd[i]["label"]) for i in range(4)] == [0, 1, 1, 2]
+
+
+def test_class_balanced_sampler_matches_requested_weights(digits):
+    """An imbalanced subset (class 0 ten times more frequent) drawn back to balance."""
+    from thelper.data.samplers import class_balanced, class_weighted
+
+    labels = [0] * 500 + [1] * 50 + [2] * 50
+    s = class_balanced(labels, seed=3, power=1.0, num_samples=6000)
+    s.set_epoch(1)
+    hist = Counter(labels[i] for i in s)
+    for c in (0, 1, 2):  # uniform over classes within 5 %
+        assert abs(hist[c] / 6000 - 1 / 3) < 0.05
+    half = class_balanced(labels, seed=3, power=0.0, num_samples=6000)
+    half.set_epoch(1)
+    assert Counter(labels[i] for i in half)[0] / 6000 > 0.75  # natural distribution kept
+    w = class_weighted({"a": 1.0, "b": 3.0}, labels, ["a", "b", "c"], seed=1, num_samples=8000)
+    w.set_epoch(2)
+    hist = Counter(labels[i] for i in w)
+    assert hist[2] == 0 and abs(hist[1] / 8000 - 0.75) < 0.03
+    again = class_weighted({"a": 1.0, "b": 3.0}, labels, ["a", "b", "c"], seed=1,
+                           num_samples=8000)
+    again.set_epoch(2)
+    assert list(again) == list(w)  # same seed and epoch: same draws (exact resume)
+    with pytest.raises(ConfigError, match="unknown class"):
+        class_weighted({"z": 1.0}, labels, ["a", "b", "c"])
+
+
+def test_sampler_in_a_session(tmp_path, mlp_config):
+    from thelper.config import document_from_dict
+    from thelper.runner import run_session
+
+    mlp_config["loaders"]["train_sampler"] = {"type": "class_weighted",
+                                              "params": {"weights": {"0": 1.0, "1": 1.0}}}
+    mlp_config["trainer"]["epochs"] = 1
+    s = run_session(document_from_dict(mlp_config), tmp_path)
+    log = (s.logs_dir / "trainer.log").read_text()
+    assert "train sampler class_weighted" in log

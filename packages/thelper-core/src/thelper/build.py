@@ -108,11 +108,19 @@ def build_data(session: Session, registry: Registry) -> SessionData:
         if len(sd) == 0:
             continue
         splits[split] = sd
+        sampler = None
+        spec = getattr(cfg.loaders, f"{split}_sampler", None)
+        if spec is not None:
+            labels = _split_labels(sd, task)
+            sampler = registry.build("sampler", spec.type, spec.params, labels=labels,
+                                     class_names=getattr(task, "class_names", None),
+                                     seed=session.seeds["worker"])
+            log.info("%s sampler %s: %d draws per epoch", split, spec.type, len(sampler))
         loaders[split] = make_loader(
             sd, cfg.loaders.batch_size_for(split), train=split == "train",
             workers=cfg.loaders.workers, shuffle=cfg.loaders.shuffle,
             pin_memory=cfg.loaders.pin_memory, drop_last=cfg.loaders.drop_last,
-            seed=session.seeds["worker"], collate_fn=task.collate_fn(),
+            seed=session.seeds["worker"], collate_fn=task.collate_fn(), sampler=sampler,
         )
     if "train" not in splits:
         raise DataError("the training split is empty; give loaders.train_split a dataset "
@@ -132,6 +140,19 @@ def build_data(session: Session, registry: Registry) -> SessionData:
     (session.logs_dir / "task.json").write_text(json.dumps(task.to_dict(), indent=2))
     log.info("splits: %s", ", ".join(f"{s} {len(sd)}" for s, sd in splits.items()))
     return SessionData(datasets, task, indices, splits, loaders)
+
+
+def _split_labels(sd: SplitDataset, task: Task) -> list[int] | None:
+    """Merged-task class index of every sample of a split (no decoding when datasets
+    expose ``targets``)."""
+    out: list[int] = []
+    for name, ds, idx in sd.parts:
+        labels = dataset_labels(ds, ds.task)
+        if labels is None:
+            return None
+        remap = sd.label_maps.get(name)
+        out += [int(remap[labels[i]]) if remap is not None else labels[i] for i in idx]
+    return out
 
 
 def build_model(session: Session, registry: Registry, task: Task) -> torch.nn.Module:

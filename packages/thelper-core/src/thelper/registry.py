@@ -36,6 +36,7 @@ KINDS: tuple[str, ...] = (
     "optimizer",
     "scheduler",
     "metric",
+    "sampler",
     "trainer",
 )
 

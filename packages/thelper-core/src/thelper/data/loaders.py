@@ -211,13 +211,15 @@ class SplitDataset(Dataset):
 
 def make_loader(dataset: SplitDataset, batch_size: int, *, train: bool, workers: int,
                 shuffle: bool, pin_memory: bool, drop_last: bool, seed: int,
-                collate_fn: Callable[[list[Any]], Any] | None = None) -> DataLoader:
+                collate_fn: Callable[[list[Any]], Any] | None = None,
+                sampler: EpochSampler | None = None) -> DataLoader:
     """A ``DataLoader`` for one split (shuffled and with ``drop_last`` only when training).
 
     Its sampler is an :class:`EpochSampler` (``loader.sampler``): call
     ``loader.sampler.set_epoch(epoch, start)`` and set ``dataset.epoch`` before each epoch.
     """
-    sampler = EpochSampler(len(dataset), shuffle=shuffle and train, seed=seed)
+    if sampler is None:
+        sampler = EpochSampler(len(dataset), shuffle=shuffle and train, seed=seed)
     # the loader draws its workers' base seed from this generator when an epoch starts:
     # without one it would draw from (and shift) the global torch RNG that dropout uses
     generator = torch.Generator()
