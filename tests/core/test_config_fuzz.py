@@ -29,11 +29,15 @@ from thelper.plugins import get_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = yaml.safe_load((ROOT / "examples" / "digits-classification" / "config.yaml").read_text())
-BASES = {"mlp": MLP_CONFIG, "digits": DIGITS}
+BASES = {"mlp": MLP_CONFIG, "digits": DIGITS,
+         **{p.stem: yaml.safe_load(p.read_text())
+            for p in sorted((Path(__file__).parent / "configs" / "valid").iterdir())}}
 #: ``FUZZ_EXAMPLES=5000`` explores more (and randomly); CI runs a fixed, fast sample.
 _EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0")) or None
-FUZZ = settings(max_examples=_EXAMPLES or 120, deadline=None, derandomize=_EXAMPLES is None,
+FUZZ = settings(max_examples=_EXAMPLES or 100, deadline=None, derandomize=_EXAMPLES is None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+#: The CLI runs cost ~40 ms each in-process (typer builds its commands on every call).
+FUZZ_CLI = settings(FUZZ, max_examples=_EXAMPLES or 50)
 
 names = st.sampled_from(["type", "params", "task", "name", "lr", "epochs", "top k", "top_k",
                          "batch size", "operation", "step metric", "class_path", "digits",
@@ -117,7 +121,7 @@ def test_mutated_documents_give_issues_not_exceptions(doc, registry):
     _check_clean(cfg, issues)
 
 
-@FUZZ
+@FUZZ_CLI
 @given(doc=mutated())
 def test_mutated_files_through_the_cli(doc, tmp_path_factory, capsys):
     path = tmp_path_factory.mktemp("fuzz") / "config.yaml"
@@ -138,7 +142,7 @@ def test_mutated_files_through_the_cli(doc, tmp_path_factory, capsys):
                 assert 1 <= issue["line"] <= text.count("\n") + 1
 
 
-@FUZZ
+@FUZZ_CLI
 @given(base=st.sampled_from(sorted(BASES)), data=st.data())
 def test_text_edits_of_yaml_files(base, data, tmp_path_factory, capsys):
     text = yaml.safe_dump(BASES[base], sort_keys=False)

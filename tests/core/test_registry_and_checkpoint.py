@@ -23,7 +23,8 @@ TASK = Classification([str(i) for i in range(10)])
 def _context(info: ComponentInfo) -> dict:
     model = torch.nn.Linear(4, 10)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    return {"task": TASK, "params": model.parameters(), "optimizer": opt}
+    return {"task": TASK, "params": model.parameters(), "optimizer": opt,
+            "labels": [i % 10 for i in range(50)], "class_names": TASK.class_names}
 
 
 REQUIRED = {
@@ -35,6 +36,7 @@ REQUIRED = {
     ("scheduler", "exponential_lr"): {"gamma": 0.9},
     ("scheduler", "cosine_annealing_lr"): {"T_max": 5},
     ("task", "classification"): {"class_names": ["a", "b"]},
+    ("sampler", "class_weighted"): {"weights": {"0": 1.0, "3": 2.0}},
 }
 
 

@@ -14,7 +14,7 @@ import pytest
 from plugin_test_helpers import GOOD_PLUGIN, IMPORT_ERROR_PLUGIN, MOONS_CONFIG, FakeSite, squash
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
-CORE_PLUGINS = {"core", "run-record", "tensorboard"}
+CORE_PLUGINS = {"core", "core-commands", "run-record", "tensorboard"}
 
 
 @pytest.fixture

@@ -34,6 +34,13 @@ def thelper_register_components() -> list[C]:
         C("dataset", "hdf5", "thelper.tools.archive:Hdf5Dataset", bp.Hdf5DatasetParams,
           description="one split of an HDF5 archive written by 'thelper split'",
           metadata={"provides_task": True}),
+        # samplers
+        C("sampler", "class_balanced", "thelper.data.samplers:class_balanced",
+          bp.ClassBalancedSamplerParams, aliases=("thelper.data.samplers.WeightedSubsetRandomSampler",),
+          description="rebalance classes by inverse frequency (with a power)"),
+        C("sampler", "class_weighted", "thelper.data.samplers:class_weighted",
+          bp.ClassWeightedSamplerParams,
+          description="draw classes with fixed relative weights"),
         # models
         C("model", "mlp", "thelper.nn:MLP", bp.MLPParams,
           description="multi-layer perceptron for flat feature vectors"),

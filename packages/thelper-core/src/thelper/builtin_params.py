@@ -68,6 +68,24 @@ class Hdf5DatasetParams(Params):
     """Which split of the archive to read."""
 
 
+class ClassBalancedSamplerParams(Params):
+    """Rebalance classes: weight ``(1 / n_c) ** power`` per sample of class ``c``."""
+
+    power: float = Field(default=1.0, ge=0.0)
+    """0 keeps the natural class distribution, 1 draws every class equally often."""
+    num_samples: int | None = Field(default=None, ge=1)
+    """Draws per epoch (default: the split size)."""
+
+
+class ClassWeightedSamplerParams(Params):
+    """Draw classes with fixed probabilities proportional to ``weights``."""
+
+    weights: dict[str, float] = Field(min_length=1)
+    """Class name → relative weight (missing classes are never drawn)."""
+    num_samples: int | None = Field(default=None, ge=1)
+    """Draws per epoch (default: the split size)."""
+
+
 # ------------------------------------------------------------------------------ models
 class MLPParams(Params):
     """A multi-layer perceptron for flat feature vectors."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from thelper import _fastdocs
 from thelper.exceptions import (
     ComponentBuildError,
     ComponentNotFoundError,
@@ -41,6 +42,9 @@ KINDS: tuple[str, ...] = (
 )
 
 
+_fastdocs.install()  # field docstrings of every params model, without pydantic's frame walk
+
+
 class Params(BaseModel):
     """Base class of every params model: unknown keys are errors.
 
@@ -48,7 +52,7 @@ class Params(BaseModel):
     docstrings become descriptions in ``thelper config schema``.
     """
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, defer_build=True)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,10 @@ def iter_slots(data: Any) -> Iterator[tuple[Loc, str, Any]]:
             if isinstance(items, list):
                 for i, spec in enumerate(items):
                     yield ("loaders", key, i), "transform", spec
+        for split in ("train", "valid", "test"):
+            spec = loaders.get(f"{split}_sampler")
+            if spec is not None:
+                yield ("loaders", f"{split}_sampler"), "sampler", spec
     if "model" in data:
         yield ("model",), "model", data["model"]
     trainer = data.get("trainer")

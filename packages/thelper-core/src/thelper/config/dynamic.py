@@ -210,8 +210,12 @@ def _build(registry: Registry, only: dict[str, frozenset[str]] | None) -> type[m
         },
     )
     ld = m.LoadersConfig
+    sampler = _union(registry, "sampler", m.SamplerSpec, only=only)
     loaders = create_model(
         "LoadersConfig", __base__=_fast(ld), __doc__=ld.__doc__,
+        train_sampler=(sampler | None, _described(ld, "train_sampler", None)),
+        valid_sampler=(sampler | None, _described(ld, "valid_sampler", None)),
+        test_sampler=(sampler | None, _described(ld, "test_sampler", None)),
         base_transforms=(list[transform], _described(ld, "base_transforms",
                                                      default_factory=list)),
         train_augments=(list[transform], _described(ld, "train_augments",

@@ -23,6 +23,7 @@ __all__ = [
     "OptimizerSpec",
     "SchedulerSpec",
     "MetricSpec",
+    "SamplerSpec",
     "SeedsConfig",
     "LoadersConfig",
     "OptimizationConfig",
@@ -111,6 +112,10 @@ class SchedulerSpec(ComponentSpec):
         return data
 
 
+class SamplerSpec(ComponentSpec):
+    """A sampler drawing the samples of a split each epoch (e.g. class rebalancing)."""
+
+
 class MetricSpec(ComponentSpec):
     """A metric evaluated on each split at the end of every epoch."""
 
@@ -159,6 +164,12 @@ class LoadersConfig(Section):
     """Fraction of each dataset used for validation."""
     test_split: dict[str, Ratio] = Field(default_factory=dict)
     """Fraction of each dataset used for the final test."""
+    train_sampler: SamplerSpec | None = None
+    """Sampler of the training split, e.g. ``{type: class_balanced, params: {power: 1}}``."""
+    valid_sampler: SamplerSpec | None = None
+    """Sampler of the validation split (rarely wanted: it changes the metrics' meaning)."""
+    test_sampler: SamplerSpec | None = None
+    """Sampler of the test split."""
     skip_bad_samples: bool = False
     """Skip (and count) samples whose file is missing or undecodable instead of stopping
     with a ``DataError`` naming the file."""
