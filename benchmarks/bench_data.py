@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, case, workers, n in _cases(args.quick):
         res = bench_case(case, workers, n, passes, args.quick)
         results[label] = res
+        print(f"  done: {label}: thelper/raw {res['ratio_raw']:.3f} (load {bl.loadavg()})",
+              file=sys.stderr, flush=True)
         good = res["mismatch"] == 0.0
         ok &= good
         rows.append([label, res["samples"], f"{res['thelper_sps']:.0f}",

@@ -276,6 +276,8 @@ class ThelperRun:
         dump["seeds"] = dict(seeds)
         session = Session(name=cfg.name, session_dir=session_dir, config=dump, cfg=cfg,
                           seeds=seeds, plugins=pm)
+        if cfg.trainer.deterministic:  # as runner._execute does
+            torch.use_deterministic_algorithms(True, warn_only=False)
         data = build_data(session, registry)
         session.task = data.task
         torch.manual_seed(seeds["torch"])

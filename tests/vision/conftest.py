@@ -71,3 +71,79 @@ def astronaut():
     from skimage import data
 
     return torch.from_numpy(np.ascontiguousarray(data.astronaut().transpose(2, 0, 1)))
+
+
+def _coin_mask(image: np.ndarray) -> np.ndarray:
+    """Coins vs background: Otsu threshold, holes filled, components under 100 px removed."""
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+
+    mask = ndi.binary_fill_holes(image > threshold_otsu(image))
+    labels, _ = ndi.label(mask)
+    keep = np.bincount(labels.ravel()) >= 100
+    keep[0] = False
+    return keep[labels].astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def coins_segmentation(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``root/{images,masks}/<tile>.png``: four 64x64 tiles of scikit-image's coins photo and
+    their coin masks (0 background, 1 coin; Otsu threshold); one mask pixel is 255
+    (ignored)."""
+    from PIL import Image
+    from skimage import data
+
+    coins = data.coins()
+    mask = _coin_mask(coins)
+    root = tmp_path_factory.mktemp("coins_seg")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i, (y, x) in enumerate([(16, 16), (16, 128), (96, 16), (160, 192)]):
+        tile = mask[y:y + 64, x:x + 64].copy()
+        if i == 0:
+            tile[0, 0] = 255
+        Image.fromarray(coins[y:y + 64, x:x + 64]).save(root / "images" / f"t{i}.png")
+        Image.fromarray(tile).save(root / "masks" / f"t{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def coins_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``root/images/*.png`` (two 96x128 crops of the coins photo) and
+    ``root/annotations.json`` (COCO: one ``coin`` box per connected component of the
+    Otsu mask fully inside a crop)."""
+    import json
+
+    from PIL import Image
+    from scipy import ndimage as ndi
+    from skimage import data
+
+    coins = data.coins()
+    labels, _ = ndi.label(_coin_mask(coins))
+    boxes = [(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+             for sl in ndi.find_objects(labels) if sl is not None]
+    root = tmp_path_factory.mktemp("coins_coco")
+    (root / "images").mkdir()
+    coco = {"images": [], "annotations": [], "categories": [{"id": 7, "name": "coin"}]}
+    for image_id, (y, x) in enumerate([(0, 0), (90, 120)], start=1):
+        Image.fromarray(coins[y:y + 96, x:x + 128]).save(root / "images" / f"c{image_id}.png")
+        coco["images"].append({"id": image_id, "file_name": f"c{image_id}.png"})
+        for x1, y1, x2, y2 in boxes:
+            if x1 >= x and y1 >= y and x2 <= x + 128 and y2 <= y + 96:
+                coco["annotations"].append({
+                    "id": len(coco["annotations"]) + 1, "image_id": image_id,
+                    "category_id": 7, "bbox": [x1 - x, y1 - y, x2 - x1, y2 - y1]})
+    (root / "annotations.json").write_text(json.dumps(coco))
+    return root
+
+
+@pytest.fixture(scope="session")
+def grey_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``root/*.png``: scikit-image's camera (downsized to 64x64) and a 64x64 coins crop."""
+    from PIL import Image
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("grey_photos")
+    Image.fromarray(data.camera()).resize((64, 64)).save(root / "camera.png")
+    Image.fromarray(data.coins()[:64, 16:80]).save(root / "coins.png")
+    return root

@@ -31,15 +31,20 @@ CASES = {
     "random_grayscale": ({"p": 0.5}, (3, 512, 512), None),
     "pad": ({"padding": [1, 2, 3, 4], "padding_mode": "edge"}, (3, 518, 516), None),
     "random_erasing": ({"p": 0.9, "value": 0}, (3, 512, 512), None),
+    "minmax_normalize": ({"low": -1, "high": 1}, (3, 512, 512), torch.float32),
 }
 RANDOM = {"random_crop", "random_resized_crop", "random_horizontal_flip",
           "random_vertical_flip", "random_rotation", "random_affine", "color_jitter",
           "gaussian_blur", "random_grayscale", "random_erasing"}
 
 
+#: Transforms that only make sense on joint samples (tested in test_vision_dense.py).
+JOINT_ONLY = {"sanitize_boxes"}
+
+
 def test_cases_cover_every_transform(registry):
     mine = {c.name for c in registry.components("transform") if c.distribution == "thelper-vision"}
-    assert mine == set(CASES)
+    assert mine == set(CASES) | JOINT_ONLY
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -113,3 +118,15 @@ def test_resize_accepts_thelper_06_dsize(registry, astronaut):
 def test_invalid_params_are_reported(registry, name, params, message):
     with pytest.raises(ComponentBuildError, match=message):
         registry.build("transform", name, params)
+
+
+def test_minmax_normalize_stretches_each_image(registry, astronaut):
+    stretch = registry.build("transform", "minmax_normalize", {"low": -1.0, "high": 1.0})
+    dim = astronaut[:, :64, :64] // 4 + 10  # values 10..73
+    out = stretch(dim)
+    assert float(out.min()) == -1.0 and float(out.max()) == 1.0
+    per = registry.build("transform", "minmax_normalize", {"per_channel": True})(dim)
+    assert per.amin(dim=(1, 2)).tolist() == [0.0] * 3 and per.amax(dim=(1, 2)).tolist() == [1.0] * 3
+    assert float(stretch(torch.full((1, 4, 4), 7.0)).max()) == -1.0  # constant image
+    with pytest.raises(ComponentBuildError, match="greater than low"):
+        registry.build("transform", "minmax_normalize", {"low": 1.0, "high": 0.0})

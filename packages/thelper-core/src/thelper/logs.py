@@ -16,6 +16,22 @@ console = Console(stderr=True)
 _FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (so redirections and
+    test captures made after set-up are honoured)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> logging.Logger:
     """Configure the ``thelper`` logger with a rich console handler (idempotent)."""
     logger = logging.getLogger("thelper")
@@ -27,7 +43,7 @@ def setup_logging(level: int = logging.INFO) -> logging.Logger:
             handler = RichHandler(console=console, show_path=False, markup=False,
                                   rich_tracebacks=False)
         else:  # plain lines for pipes and CI logs (no wrapping, no colours)
-            handler = logging.StreamHandler(sys.stderr)
+            handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._thelper_console = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

@@ -2,11 +2,18 @@
 
 A thelper plugin (entry point ``thelper.plugins: vision``) that registers:
 
-* the ``image_folder`` dataset (one sub-folder per class, decoded with ``torchvision.io``);
+* tasks: ``segmentation``, ``detection``, ``super_resolution``, ``autoencoding``;
+* datasets: ``image_folder`` (classification), ``segmentation_folder``, ``coco_detection``,
+  ``super_resolution_folder`` (joint samples, see :mod:`thelper_vision.joint`);
 * image transforms backed by ``torchvision.transforms.v2`` (``resize``, ``random_crop``,
-  ``normalize``, ``to_float``, ...), applied to ``(C, H, W)`` tensors;
-* classification models: ``simple_cnn`` and a curated list of ``torchvision.models``
-  architectures (``resnet18``, ``mobilenet_v3_small``, ...).
+  ``normalize``, ``to_float``, ``sanitize_boxes``, ...), applied to ``(C, H, W)`` tensors or
+  to joint samples (images with their masks, boxes or target images);
+* models: ``simple_cnn`` and torchvision classifiers, ``unet`` and torchvision segmentation
+  models, ``small_fasterrcnn`` and torchvision detectors, ``srcnn``, ``conv_autoencoder``;
+* the ``detection_loss``, metrics (``miou``, ``pixel_accuracy``, ``psnr``, ``ssim``,
+  ``mean_average_precision``) and output consumers (``segmentation_masks``,
+  ``detection_logger``, ``detection_overlays``);
+* the ``thelper viz`` command.
 
 Importing this package (or :mod:`thelper_vision.plugin`) does not import torch; the
 implementation modules (:mod:`thelper_vision.datasets`, :mod:`thelper_vision.models`,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from thelper.plugins import hookimpl
 from thelper.registry import ComponentInfo, Params
+from thelper_vision import dense_params as dp
 from thelper_vision import transform_params as tp
 from thelper_vision.params import (
     TORCHVISION_MODELS,
@@ -16,8 +17,9 @@ from thelper_vision.params import (
     SimpleCNNParams,
     TorchvisionModelParams,
 )
+from thelper_vision.viz import thelper_add_commands
 
-__all__ = ["thelper_register_components", "TRANSFORMS"]
+__all__ = ["thelper_register_components", "thelper_add_commands", "TRANSFORMS"]
 
 #: Transform components: name -> (params model, torchvision v2 class, thelper 0.6 aliases,
 #: description). Aliases ``torchvision.transforms.<Class>`` and ``...v2.<Class>`` are added.
@@ -70,6 +72,15 @@ def _transforms() -> list[ComponentInfo]:
             kind="transform", name=name, factory=f"thelper_vision.transforms:{name}",
             params=params, aliases=aliases, description=description,
         ))
+    infos.append(ComponentInfo(  # joint samples only (v2 has no v1 counterpart)
+        kind="transform", name="sanitize_boxes", factory="thelper_vision.transforms:"
+        "sanitize_boxes", params=dp.SanitizeBoxesParams,
+        aliases=("torchvision.transforms.v2.SanitizeBoundingBoxes",),
+        description="Remove degenerate or out-of-image boxes (and labels) after crops"))
+    infos.append(ComponentInfo(  # no torchvision counterpart (OpenCV's NORM_MINMAX)
+        kind="transform", name="minmax_normalize",
+        factory="thelper_vision.transforms:minmax_normalize", params=dp.MinMaxNormalizeParams,
+        description="Stretch each image linearly to [low, high] (min-max normalisation)"))
     return infos
 
 
@@ -98,7 +109,110 @@ def _datasets() -> list[ComponentInfo]:
     )]
 
 
+def _tasks() -> list[ComponentInfo]:
+    C = ComponentInfo
+    return [
+        C("task", "segmentation", "thelper_vision.tasks:Segmentation",
+          dp.SegmentationTaskParams, aliases=("thelper.tasks.Segmentation",
+                                              "thelper.tasks.segm.Segmentation"),
+          description="semantic segmentation: one class per pixel, with an ignore index"),
+        C("task", "detection", "thelper_vision.detection:Detection", dp.DetectionTaskParams,
+          aliases=("thelper.tasks.Detection", "thelper.tasks.detect.Detection"),
+          description="object detection: XYXY pixel boxes and class labels per image"),
+        C("task", "super_resolution", "thelper_vision.tasks:SuperResolution",
+          dp.SuperResolutionTaskParams,
+          aliases=("thelper.tasks.SuperResolution", "thelper.tasks.regr.SuperResolution"),
+          description="restore high-resolution images from degraded inputs"),
+        C("task", "autoencoding", "thelper_vision.tasks:Autoencoding",
+          dp.AutoencodingTaskParams, aliases=("reconstruction",),
+          description="reconstruct the input (autoencoders)"),
+    ]
+
+
+def _dense_datasets() -> list[ComponentInfo]:
+    C = ComponentInfo
+    task = {"provides_task": True}
+    return [
+        C("dataset", "segmentation_folder", "thelper_vision.dense_datasets:SegmentationFolder",
+          dp.SegmentationFolderParams, metadata=task,
+          description="Images and class-index masks in two folders, paired by file name"),
+        C("dataset", "coco_detection", "thelper_vision.dense_datasets:CocoDetection",
+          dp.CocoDetectionParams, aliases=("torchvision.datasets.CocoDetection",),
+          metadata=task, description="Images with boxes from a COCO-format JSON file"),
+        C("dataset", "super_resolution_folder",
+          "thelper_vision.dense_datasets:SuperResolutionFolder",
+          dp.SuperResolutionFolderParams, metadata=task,
+          description="Images (or tiles) as targets, downscaled copies as inputs"),
+    ]
+
+
+def _dense_models() -> list[ComponentInfo]:
+    C = ComponentInfo
+    infos = [
+        C("model", "unet", "thelper_vision.seg_models:unet", dp.UNetParams,
+          aliases=("thelper.nn.UNet", "thelper.nn.unet.UNet"),
+          description="Small U-Net for segmentation (padded convs, batch norm)"),
+        C("model", "small_fasterrcnn", "thelper_vision.det_models:small_fasterrcnn",
+          dp.SmallFasterRCNNParams,
+          description="Faster R-CNN with a small plain-CNN backbone, trainable on a CPU"),
+        C("model", "srcnn", "thelper_vision.dense_models:srcnn", dp.SRCNNParams,
+          aliases=("thelper.nn.SRCNN", "thelper.nn.srcnn.SRCNN"),
+          description="SRCNN super-resolution network (optionally residual)"),
+        C("model", "conv_autoencoder", "thelper_vision.dense_models:conv_autoencoder",
+          dp.ConvAutoencoderParams,
+          description="Convolutional autoencoder with an optional linear bottleneck"),
+    ]
+    for name in dp.SEGMENTATION_MODELS:
+        infos.append(C("model", name, f"thelper_vision.seg_models:segmentation_zoo.{name}",
+                       dp.TorchvisionSegmentationParams,
+                       aliases=(f"torchvision.models.segmentation.{name}",),
+                       description=f"torchvision {name} segmentation model (no download)"))
+    for name in dp.DETECTION_MODELS:
+        infos.append(C("model", name, f"thelper_vision.det_models:detection_zoo.{name}",
+                       dp.TorchvisionDetectionParams,
+                       aliases=(f"torchvision.models.detection.{name}",),
+                       description=f"torchvision {name} detector (no download)"))
+    return infos
+
+
+def _metrics() -> list[ComponentInfo]:
+    C = ComponentInfo
+    mx = {"goal": "max"}
+    return [
+        C("loss", "detection_loss", "thelper_vision.detection:DetectionLoss",
+          dp.DetectionLossParams,
+          description="weighted sum of the losses a torchvision detector returns"),
+        C("metric", "pixel_accuracy", "thelper_vision.metrics:PixelAccuracy",
+          dp.NoMetricParams, metadata=mx,
+          description="fraction of correctly classified pixels (ignore index skipped)"),
+        C("metric", "miou", "thelper_vision.metrics:MeanIoU", dp.NoMetricParams,
+          aliases=("mean_iou", "thelper.optim.IntersectionOverUnion"), metadata=mx,
+          description="mean intersection over union of the classes (segmentation)"),
+        C("metric", "psnr", "thelper_vision.metrics:PSNR", dp.ImageQualityParams,
+          aliases=("thelper.optim.PSNR", "thelper.optim.metrics.PSNR"), metadata=mx,
+          description="peak signal-to-noise ratio in dB, mean over images"),
+        C("metric", "ssim", "thelper_vision.metrics:SSIM", dp.SSIMParams, metadata=mx,
+          description="structural similarity (Wang et al. 2004), mean over images"),
+        C("metric", "mean_average_precision", "thelper_vision.det_metrics:MeanAveragePrecision",
+          dp.MeanAveragePrecisionParams,
+          aliases=("map", "thelper.optim.AveragePrecision",
+                   "thelper.optim.metrics.AveragePrecision"), metadata=mx,
+          description="detection mAP, COCO style (one IoU threshold or 0.50:0.95)"),
+        C("metric", "segmentation_masks", "thelper_vision.consumers:SegmentationMasks",
+          dp.SegmentationMasksParams,
+          description="predicted and true masks as palette PNGs, grid in TensorBoard"),
+        C("metric", "detection_logger", "thelper_vision.consumers:DetectionLogger",
+          dp.DetectionLoggerParams,
+          aliases=("thelper.train.DetectLogger", "thelper.train.utils.DetectLogger"),
+          description="detections of every image written as JSON"),
+        C("metric", "detection_overlays", "thelper_vision.consumers:DetectionOverlays",
+          dp.DetectionOverlaysParams,
+          description="images with true and detected boxes as PNGs, grid in TensorBoard"),
+    ]
+
+
 @hookimpl
 def thelper_register_components() -> list[ComponentInfo]:
-    """The vision datasets, transforms and models (see the package README)."""
-    return [*_datasets(), *_transforms(), *_models()]
+    """The vision tasks, datasets, transforms, models, losses and metrics."""
+    return [*_tasks(), *_datasets(), *_dense_datasets(), *_transforms(), *_models(),
+            *_dense_models(), *_metrics()]

@@ -3,7 +3,9 @@
 Each factory takes the validated params of its ``transform`` component (see
 :mod:`thelper_vision.transform_params`) and returns a ``torchvision.transforms.v2`` transform:
 a picklable callable that maps one image tensor of shape ``(C, H, W)`` (uint8 or float; a
-batch ``(N, C, H, W)`` works too) to a transformed tensor. Random transforms draw from torch's
+batch ``(N, C, H, W)`` works too) to a transformed tensor, or a joint sample (a dict of
+``tv_tensors``: image with mask, boxes or target image, see :mod:`thelper_vision.joint`) to a
+joint sample whose members moved together. Random transforms draw from torch's
 global generator, so ``torch.manual_seed`` makes them reproducible.
 
 Geometric and colour transforms keep the input dtype. ``to_float`` turns uint8 images into
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -23,6 +26,7 @@ __all__ = [
     "center_crop",
     "color_jitter",
     "gaussian_blur",
+    "minmax_normalize",
     "grayscale",
     "normalize",
     "pad",
@@ -35,6 +39,7 @@ __all__ = [
     "random_rotation",
     "random_vertical_flip",
     "resize",
+    "sanitize_boxes",
     "to_float",
 ]
 
@@ -127,6 +132,9 @@ class Normalize(v2.Normalize):
     """
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(
+                inpt, tv_tensors.Image | tv_tensors.Video):
+            return inpt  # masks and boxes of joint samples are not normalised
         if isinstance(inpt, torch.Tensor):
             channels = inpt.shape[-3] if inpt.ndim >= 3 else 1
             if len(self.mean) not in (1, channels):
@@ -170,3 +178,39 @@ def random_erasing(*, p: float = 0.5, scale: list[float], ratio: list[float],
                    value: float = 0.0) -> v2.Transform:
     """Erase a random rectangle with probability ``p`` (Zhong et al., AAAI 2020)."""
     return v2.RandomErasing(p=p, scale=_seq(scale), ratio=_seq(ratio), value=value)
+
+
+def sanitize_boxes(*, min_size: float = 1.0, min_area: float = 1.0) -> v2.Transform:
+    """Remove boxes smaller than ``min_size`` pixels (or ``min_area``) or outside the image,
+    with their ``labels``, from joint detection samples (after random crops)."""
+    return v2.SanitizeBoundingBoxes(min_size=min_size, min_area=min_area)
+
+
+class MinMaxNormalize(v2.Transform):
+    """Stretch each image linearly so that its minimum becomes ``low`` and its maximum
+    ``high`` (OpenCV's ``cv2.normalize(..., NORM_MINMAX)``, which torchvision lacks), over
+    all channels or per channel. Output float32; constant images map to ``low``. Masks and
+    boxes of joint samples are left unchanged.
+    """
+
+    def __init__(self, low: float = 0.0, high: float = 1.0, per_channel: bool = False) -> None:
+        super().__init__()
+        self.low, self.high, self.per_channel = float(low), float(high), per_channel
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(
+                inpt, tv_tensors.Image | tv_tensors.Video):
+            return inpt
+        x = inpt.as_subclass(torch.Tensor).float()
+        dims = (-2, -1) if self.per_channel else (-3, -2, -1)
+        lo = x.amin(dim=dims, keepdim=True)
+        span = x.amax(dim=dims, keepdim=True) - lo
+        out = (x - lo) / span.clamp(min=1e-12) * (self.high - self.low) + self.low
+        out = torch.where(span > 0, out, torch.full_like(out, self.low))
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+def minmax_normalize(*, low: float = 0.0, high: float = 1.0,
+                     per_channel: bool = False) -> v2.Transform:
+    """Per-image min-max stretch to ``[low, high]`` (float32)."""
+    return MinMaxNormalize(low, high, per_channel)

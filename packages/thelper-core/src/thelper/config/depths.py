@@ -217,13 +217,11 @@ def _check_batch(report: DepthReport, session: Any, data: Any, trainer: Any) -> 
     model.eval()
     try:
         with torch.no_grad():
-            with _stage(("model",)):
-                inputs = task.get_input(batch)
-                outputs = model(inputs)
+            inputs = task.get_input(batch)
+            with _stage(("model",)):  # the task's own forward (detection models differ)
+                outputs, targets, loss = task.step(model, loss_fn, batch, torch.device("cpu"))
                 task.check_outputs(outputs, session.cfg.model.type)
             with _stage(("trainer", "optimization", "loss")):
-                targets = task.get_target(batch)
-                loss = loss_fn(outputs, targets)
                 value = float(loss)
     finally:
         model.train(was_training)

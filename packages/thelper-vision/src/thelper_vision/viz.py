@@ -1,0 +1,158 @@
+"""``thelper viz CONFIG``: PNG grids of transformed batches, to check data and augmentation
+before training.
+
+Builds the session's datasets, splits, transforms and loaders exactly as ``thelper run``
+does (same seeds, so the same samples and augmentations as the first epoch), takes the
+first batches of a split and draws them: class names over classification images, masks
+over segmentation images, boxes over detection images, input | target pairs for
+super-resolution. Nothing is trained; no session directory is created.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from thelper.plugins import hookimpl
+
+__all__ = ["draw_batch", "write_batches", "viz_cmd", "thelper_add_commands"]
+
+
+def _tiles(task: Any, batch: dict[str, Any], limit: int) -> list[tuple[Any, str]]:
+    """``[(RGB uint8 (3, H, W), caption)]`` of the first ``limit`` samples of a batch."""
+    import torch
+
+    from thelper_vision import draw
+
+    images = batch[task.input_key]
+    n = min(limit, len(images))
+    kind = getattr(task, "type_name", "")
+    palette = task.palette() if hasattr(task, "palette") else None
+    names = list(getattr(task, "class_names", None) or [])
+    paths = batch.get("path")
+    out = []
+    for i in range(n):
+        caption = Path(str(paths[i])).name if paths is not None else f"#{i}"
+        image = images[i]
+        if kind == "segmentation":
+            canvas = draw.overlay_mask(image, batch[task.label_key][i], palette or [], 0.45)
+        elif kind == "detection":
+            t = batch[task.label_key][i]
+            canvas = draw.draw_boxes(image, t["boxes"], t["labels"], names, palette, width=1)
+            caption += f" ({len(t['boxes'])} boxes)"
+        elif kind == "super_resolution":
+            target = batch[task.label_key][i]
+            canvas = draw.grid([image, target], nrow=2)
+            caption += " (input | target)"
+        elif kind == "autoencoding":
+            canvas = draw.to_rgb_uint8(image)
+        else:
+            canvas = draw.to_rgb_uint8(image if isinstance(image, torch.Tensor)
+                                       else torch.as_tensor(image))
+            label = batch.get(task.label_key)
+            if label is not None and names:
+                value = label[i]
+                index = int(value) if not isinstance(value, str) else names.index(value)
+                caption = f"{names[index]} - {caption}" if 0 <= index < len(names) else caption
+        out.append((canvas, caption))
+    return out
+
+
+def draw_batch(task: Any, batch: dict[str, Any], path: Path, limit: int = 16,
+               title: str = "") -> Path:
+    """Draw the first ``limit`` samples of a collated batch into one PNG at ``path``."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    tiles = _tiles(task, batch, limit)
+    cols = min(4, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, (canvas, caption) in zip(axes.ravel(), tiles, strict=False):
+        ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(caption, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_batches(config: Path, out: Path, split: str = "train", batches: int = 1,
+                  limit: int = 16, sets: list[str] | None = None) -> list[Path]:
+    """Build the data of ``config`` and draw the first ``batches`` batches of ``split``.
+
+    Returns:
+        The PNG files written (``out/<name>/<split>_batch<k>.png``).
+
+    Raises:
+        ConfigError: Invalid config, or ``split`` has no samples.
+    """
+    import shutil
+    import tempfile
+
+    from thelper.build import build_data
+    from thelper.config import load_config, validate_document
+    from thelper.exceptions import ConfigError
+    from thelper.logs import setup_logging
+    from thelper.plugins import get_plugin_manager
+    from thelper.session import Session, draw_seeds
+
+    setup_logging()
+    pm = get_plugin_manager()
+    cfg = validate_document(load_config(config, sets or []), pm.registry)
+    tmp = Path(tempfile.mkdtemp(prefix="thelper-viz-"))
+    try:
+        (tmp / "logs").mkdir()
+        session = Session(name=cfg.name, session_dir=tmp, config=cfg.model_dump(mode="json"),
+                          cfg=cfg, seeds=draw_seeds(cfg.seeds.model_dump()), plugins=pm)
+        data = build_data(session, pm.registry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    loader = data.loaders.get(split)
+    if loader is None:
+        raise ConfigError(f"split {split!r} is empty in this config; choose one of "
+                          f"{', '.join(data.loaders)}")
+    written = []
+    for k, batch in enumerate(loader):
+        if k >= batches:
+            break
+        path = out / cfg.name / f"{split}_batch{k}.png"
+        title = f"{cfg.name}: {split} batch {k} ({data.task.type_name}, after transforms)"
+        written.append(draw_batch(data.task, batch, path, limit, title))
+    return written
+
+
+def viz_cmd(
+    config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("viz"),
+    split: Annotated[str, typer.Option(help="train, valid or test.")] = "train",
+    batches: Annotated[int, typer.Option(help="Number of batches to draw.", min=1)] = 1,
+    limit: Annotated[int, typer.Option(help="Samples drawn per batch.", min=1)] = 16,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", metavar="PATH=VALUE", help="Override a config value (repeatable).")
+    ] = None,
+) -> None:
+    """Write PNG grids of transformed batches (masks and boxes drawn over images).
+
+    Uses the config's datasets, splits, transforms and seeds, so the training split shows
+    the augmentations of the first epoch. Writes OUT/<name>/<split>_batch<k>.png.
+    """
+    for path in write_batches(config, out, split, batches, limit, sets):
+        typer.echo(f"wrote {path}")
+
+
+@hookimpl
+def thelper_add_commands(app: typer.Typer) -> None:
+    """Add ``thelper viz``."""
+    app.command("viz")(viz_cmd)
