@@ -154,8 +154,12 @@ def normalize(*, mean: list[float], std: list[float]) -> v2.Transform:
 
 
 def to_float(*, dtype: str = "float32", scale: bool = True) -> v2.Transform:
-    """Cast to a float dtype; with ``scale``, uint8 ``[0, 255]`` maps to ``[0, 1]``."""
-    return v2.ToDtype(getattr(torch, dtype), scale=scale)
+    """Cast to a float dtype; with ``scale``, uint8 ``[0, 255]`` maps to ``[0, 1]``.
+
+    PIL images (e.g. samples of torchvision data sets such as ``FakeData``) are first turned
+    into uint8 ``(C, H, W)`` tensors, like 0.6's ``torchvision.transforms.ToTensor``.
+    """
+    return v2.Compose([v2.PILToTensor(), v2.ToDtype(getattr(torch, dtype), scale=scale)])
 
 
 def grayscale(*, num_output_channels: int = 1) -> v2.Transform:
