@@ -61,6 +61,15 @@ def test_coins_segmentation_beats_majority_class(tmp_path):
     masks = tmp_path / "runs" / "coins-segmentation" / "output" / "coins-segmentation" / \
         "test" / "masks"
     assert (masks / "0000_pred.png").is_file() and (masks / "grid.png").is_file()
+    # the trained segmentation model exports (verified) and predicts PNG masks
+    from thelper.tools.export import export_model
+    from thelper.tools.infer import infer
+
+    session = tmp_path / "runs" / "coins-segmentation"
+    result = export_model(session, "onnx", tmp_path / "seg.onnx")
+    assert result.max_abs_diff <= 1e-4
+    out = infer(session, [], tmp_path / "pred", split="test")
+    assert len(list((out / "masks").glob("*.png"))) == 6
 
 
 @pytest.mark.slow

@@ -61,8 +61,10 @@ def _sample_inputs(trained: Any, input_shape: tuple[int, ...] | None, batch: int
     split = next(s for s in ("test", "valid", "train") if s in data.loaders)
     dataset = data.loaders[split].dataset
     samples = [dataset[i] for i in range(min(batch, len(dataset)))]
-    key = trained.task.input_key
-    return torch.stack([torch.as_tensor(s[key]) for s in samples]).float()
+    from torch.utils.data import default_collate
+
+    collate = trained.task.collate_fn() or default_collate  # e.g. joint image/mask samples
+    return torch.as_tensor(trained.task.get_input(collate(samples))).float()
 
 
 class _Unwrap(torch.nn.Module):

@@ -137,10 +137,13 @@ def infer(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
             raise ConfigError(f"split {split!r} is empty or undefined in the session "
                               f"(available: {', '.join(data.splits)})")
         ds = data.splits[split]
+        from torch.utils.data import default_collate
+
+        collate = task.collate_fn() or default_collate  # e.g. joint image/mask samples
         for i in range(len(ds)):
             name, _, idx = ds.locate(i)
             samples.append((f"{split}/{name}/{idx}",
-                            lambda i=i: torch.as_tensor(ds[i][task.input_key])))
+                            lambda i=i: torch.as_tensor(task.get_input(collate([ds[i]]))[0])))
     if not samples:
         raise ConfigError("nothing to predict: give image files/folders or --split")
     rows: list[dict[str, Any]] = []
