@@ -75,6 +75,23 @@ def _status(session_dir: Path) -> str | None:
         return None
 
 
+def _progress(session_dir: Path, steps_per_epoch: int) -> int:
+    """Optimizer steps a run has checkpointed (step and epoch checkpoint names)."""
+    folder = session_dir / "checkpoints"
+    best = -1
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError:
+        return best
+    for name in names:
+        parts = name.split(".")
+        if name.startswith("ckpt.step.") and parts[2].isdigit():
+            best = max(best, int(parts[2]))
+        elif len(parts) == 3 and parts[1].isdigit():
+            best = max(best, int(parts[1]) * steps_per_epoch)
+    return best
+
+
 def _kill_and_resume(tmp_path: Path, cfg: dict, kills: int, seed: int) -> Path:
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -83,21 +100,23 @@ def _kill_and_resume(tmp_path: Path, cfg: dict, kills: int, seed: int) -> Path:
     rng = random.Random(seed)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     killed = 0
+    steps_per_epoch = -(-int(1797 * 0.8) // 64)  # digits train split, batch 64
+    total_steps = steps_per_epoch * cfg["trainer"]["epochs"]
     cmd = [THELPER, "run", str(config), "--save-dir", str(save)]
     for _ in range(kills + 20):
-        log = session_dir / "logs" / "trainer.log"
-        offset = log.stat().st_size if log.is_file() else 0
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env=env)
         if killed < kills:
-            # kill at a random moment of training (start-up time varies with the load, so
-            # the clock starts when the trainer logs that training begins)
+            # kill at a random point of training, measured in optimizer steps (robust to
+            # the machine's speed): wait until the run has checkpointed past a random step,
+            # then a little longer (so kills also land between checkpoints)
+            target = rng.randint(0, total_steps - 4)
             deadline = time.time() + 120
-            while proc.poll() is None and time.time() < deadline and not (
-                    log.is_file() and "training epochs" in log.read_text()[offset:]):
-                time.sleep(0.02)
+            while proc.poll() is None and time.time() < deadline and \
+                    _progress(session_dir, steps_per_epoch) < target:
+                time.sleep(0.01)
             try:
-                proc.wait(timeout=rng.uniform(0.0, 2.5))
+                proc.wait(timeout=rng.uniform(0.0, 0.4))
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
@@ -110,7 +129,7 @@ def _kill_and_resume(tmp_path: Path, cfg: dict, kills: int, seed: int) -> Path:
         assert proc.returncode in (0, -signal.SIGKILL), err
         cmd = [THELPER, "resume", str(session_dir)]
     assert _status(session_dir) == "completed"
-    assert killed >= min(kills, 3), killed  # a kill scheduled after the end cannot happen
+    assert killed >= kills - 1, killed  # a kill drawn after the run's end cannot happen
     return session_dir
 
 

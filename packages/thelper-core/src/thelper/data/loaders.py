@@ -83,25 +83,30 @@ class EpochSampler(Sampler[int]):
 
 
 class _SeededRNG:
-    """Seed torch, NumPy and ``random`` for one sample; restore them in the main process."""
+    """Seed torch's CPU generator, NumPy and ``random`` for one sample.
+
+    In the main process the CPU generator's state is restored afterwards (dropout draws from
+    it); NumPy's and ``random``'s states are left as a function of (seed, epoch, index), since
+    the training step draws nothing from them. ``torch.default_generator.manual_seed`` is
+    used rather than ``torch.manual_seed``, which also queues a lazy CUDA seed that records a
+    formatted stack trace (measured at 0.35 ms or more per call: most of the loader's cost).
+    """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.restore = get_worker_info() is None
 
     def __enter__(self) -> None:
+        gen = torch.default_generator
         if self.restore:
-            self._state = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-        torch.manual_seed(self.seed)
+            self._state = gen.get_state()
+        gen.manual_seed(self.seed)
         np.random.seed(self.seed)
         random.seed(self.seed)
 
     def __exit__(self, *exc: object) -> None:
         if self.restore:
-            torch_state, np_state, py_state = self._state
-            torch.set_rng_state(torch_state)
-            np.random.set_state(np_state)
-            random.setstate(py_state)
+            torch.default_generator.set_state(self._state)
 
 
 def collate_skipping(collate: Callable[[list[Any]], Any] | None = None
