@@ -286,7 +286,8 @@ def test_nan_loss_skip_policy_trains_on(tmp_path, mlp_config, capfd):
     pm = ThelperPluginManager()
     pm.register(_NaNPlugin(), name="nan")
     s = run_session(document_from_dict(_nan_config(mlp_config, "skip")), tmp_path, pm)
-    assert "skipping step" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "skipping batch" in err and "non-finite loss" in err
     model = torch.load(s.checkpoints_dir / "ckpt.latest.pt", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in model.values())
 
