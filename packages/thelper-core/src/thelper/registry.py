@@ -191,19 +191,25 @@ class Registry:
     def suggestion(self, kind: str, name: str) -> str:
         """A did-you-mean sentence for an unknown ``name`` of ``kind``."""
         pool = {n: c for c in self.components(kind) for n in c.names}
-        hits = []
+        hits: list[str] = []
         for hit in closest(name, pool, n=6):
-            canonical = pool[hit].name if hit.lower() != name.lower() else hit
-            if hit not in hits and not (hit != pool[hit].name and pool[hit].name in hits):
-                hits.append(hit if hit == canonical or "." in name else pool[hit].name)
-        hits = list(dict.fromkeys(hits))[:3]
-        if hits:
-            quoted = ", ".join(f"'{h}' ({pool[h].distribution or pool[h].plugin})" for h in hits)
+            hits.append(hit if ("." in name and "." in hit) else pool[hit].name)
+        if "." in name or ":" in name:  # compare the class name of 0.6 import paths too
+            last = name.replace(":", ".").rsplit(".", 1)[-1]
+            short = {c.name: c for c in pool.values()}
+            short.update({a.rsplit(".", 1)[-1]: c for a, c in pool.items() if "." in a})
+            for hit in closest(last, short, n=4):
+                hits.append(short[hit].name)
+        names = list(dict.fromkeys(h for h in hits if h != name))[:3]
+        if names:
+            quoted = ", ".join(
+                f"'{h}' ({pool[h].distribution or pool[h].plugin or 'unknown distribution'})"
+                for h in names)
             return f"did you mean {quoted}?"
-        names = self.names(kind)
-        if not names:
+        canonical = self.names(kind)
+        if not canonical:
             return f"no {kind} is registered; install a plugin that provides one"
-        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        shown = ", ".join(canonical[:12]) + (", ..." if len(canonical) > 12 else "")
         return f"registered {kind}s: {shown} (see 'thelper plugins list')"
 
     def get(self, kind: str, name: str) -> ComponentInfo:

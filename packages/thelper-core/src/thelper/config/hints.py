@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from thelper.registry import ComponentInfo, Registry, closest
+from thelper.registry import Registry
 
 __all__ = ["suggest", "not_installed", "KNOWN_ELSEWHERE", "KNOWN_PREFIXES",
            "KNOWN_SECTIONS", "LEGACY_TYPES", "legacy_type_hint"]
@@ -76,35 +76,10 @@ def legacy_type_hint(kind: str, name: str) -> str | None:
     return LEGACY_TYPES.get((kind, name))
 
 
-def _pool(registry: Registry, kind: str) -> dict[str, ComponentInfo]:
-    return {n: c for c in registry.components(kind) for n in c.names}
-
-
-def _origin(info: ComponentInfo) -> str:
-    return info.distribution or info.plugin or "unknown distribution"
-
-
 def suggest(registry: Registry, kind: str, name: str) -> str:
-    """``did you mean 'x' (dist), ...?`` or the list of registered names of ``kind``."""
-    pool = _pool(registry, kind)
-    hits: list[str] = []
-    for hit in closest(name, pool, n=6):
-        hits.append(hit if ("." in name and "." in hit) else pool[hit].name)
-    if "." in name or ":" in name:  # compare the class name of 0.6 import paths too
-        last = name.replace(":", ".").rsplit(".", 1)[-1]
-        short = {c.name: c for c in pool.values()}
-        short.update({a.rsplit(".", 1)[-1]: c for a, c in pool.items() if "." in a})
-        for hit in closest(last, short, n=4):
-            hits.append(short[hit].name)
-    names = list(dict.fromkeys(h for h in hits if h != name))[:3]
-    if names:
-        quoted = ", ".join(f"'{h}' ({_origin(pool[h])})" for h in names)
-        return f"did you mean {quoted}?"
-    canonical = registry.names(kind)
-    if not canonical:
-        return f"no {kind} is registered; install a plugin that provides one"
-    shown = ", ".join(canonical[:12]) + (", ..." if len(canonical) > 12 else "")
-    return f"registered {kind}s: {shown} (see 'thelper plugins list')"
+    """``did you mean 'x' (dist), ...?`` or the list of registered names of ``kind``
+    (:meth:`Registry.suggestion`, the one implementation)."""
+    return registry.suggestion(kind, name)
 
 
 @lru_cache(maxsize=16)
