@@ -5,7 +5,7 @@ session (``SplitDataset`` over the split's indices, dict samples, the config's a
 and base transforms, ``EpochSampler``), seeded before each pass as ``Trainer._seed_epoch``
 does. The raw side is a plain ``DataLoader`` over a tuple ``Dataset`` holding the same samples
 with the same transforms (torchvision ``v2``), augmentations drawing from the global RNG. The
-*exact* side is the raw one with thelper's per-sample augmentation seeding replicated by hand:
+*exact* side is the raw one with thelper's per-batch augmentation seeding replicated by hand:
 its batches must equal thelper's (checked on the first pass; the script exits 1 otherwise).
 
 Timed: full passes over the training split (no model), sides rotating every pass. Reported:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         ["case", "samples/pass", "thelper samples/s", "raw samples/s", "exact samples/s",
          "thelper/raw", "thelper/exact", "batches vs exact", "load1 start/end"], rows)
     print("\nraw: plain DataLoader, augmentations from the global RNG. exact: the same with "
-          "thelper's per-sample\naugmentation seeding replicated by hand. Ratios are medians "
+          "thelper's per-batch\naugmentation seeding replicated by hand. Ratios are medians "
           "of per-pass throughput ratios.")
     print(f"\nload average at the end: {bl.loadavg()}")
     bl.dump_json(args.json, results)

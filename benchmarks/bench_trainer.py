@@ -14,7 +14,7 @@ so that both see the same machine load. The timed region is one training epoch:
 
 Not timed on either side: building, per-epoch seeding, validation, checkpoints and the
 epoch-end hooks. The first epoch of every repeat is a warm-up and is not counted.
-A third side, *exact*, is the raw loop with thelper's per-sample augmentation seeding
+A third side, *exact*, is the raw loop with thelper's per-batch augmentation seeding
 replicated by hand (see ``benchlib``): its epoch losses and final weights must equal thelper's
 within 1e-6 (the script exits 1 otherwise), which proves that both do the same work; the
 plain raw loop draws its augmentations from the global RNG, as any script does.
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
          "thelper/raw (wall)", "thelper/raw (CPU)", "thelper/exact (wall)",
          "overhead ms/step vs raw", "max |loss diff| vs exact", "load1 per repeat"], rows)
     print("\nraw: plain loop, augmentations from the global RNG. exact: the same loop with "
-          "thelper's per-sample\naugmentation seeding replicated by hand (its losses must "
+          "thelper's per-batch\naugmentation seeding replicated by hand (its losses must "
           "equal thelper's). Medians of the\ntimed epochs; ratios are medians of the "
           "per-epoch ratios (sides alternate every epoch).")
     print(f"\nload average at the end: {bl.loadavg()}; torch {torch.__version__}")

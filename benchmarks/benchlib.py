@@ -16,11 +16,12 @@ thelper's side is built the way ``thelper.runner`` builds a session (validated c
 ``Dataset``, a plain ``DataLoader``, ``F.cross_entropy``, with no thelper import, seeded per
 epoch as ``Trainer._seed_epoch`` does, so that both see the same samples in the same order.
 
-thelper seeds the augmentations of every sample from ``(seed, epoch, index)`` (so that they do
-not depend on the worker that loads it, and repeat after a mid-epoch resume). A plain script
-lets its augmentations draw from the global RNG instead, so its losses cannot match thelper's
-bit for bit; the *exact* raw variant replicates thelper's per-sample seeding by hand (same
-calls), and its losses must equal thelper's to 1e-6: that proves both sides do the same work.
+thelper seeds the augmentations of every batch from ``(seed, epoch, the batch's indices)`` (so
+that they do not depend on the worker that loads it, and repeat after a mid-epoch resume). A
+plain script lets its augmentations draw from the global RNG instead, so its losses cannot
+match thelper's bit for bit; the *exact* raw variant replicates thelper's per-batch seeding by
+hand (same calls), and its losses must equal thelper's to 1e-6: that proves both sides do the
+same work.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 __all__ = ["SampleCrops", "TupleDataset", "ThelperRun", "RawRun", "RawSimpleCNN",
            "case_config", "digits_config", "resnet18_config", "thelper_session", "epoch_seed",
-           "sample_seed", "seeded_call", "EpochPermutation", "mean_loss", "dump_json",
+           "batch_seed", "seeded_call", "EpochPermutation", "mean_loss", "dump_json",
            "loadavg", "machine_line", "median", "print_table", "CASES", "SEEDS"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,18 +103,18 @@ class TupleDataset(Dataset):
         x: Inputs ``(N, ...)``.
         y: Labels ``(N,)`` int64.
         transform: Applied to each input.
-        sample_seed: ``None``: the transform draws from the global RNGs, as in any plain
-            PyTorch script. An int: replicate thelper's per-sample seeding by hand (seed torch,
-            NumPy and ``random`` from ``(sample_seed, epoch, index)`` around the transform and
-            restore them afterwards in the main process), so that the augmentations are the
-            ones thelper draws.
+        aug_seed: ``None``: the transform draws from the global RNGs, as in any plain
+            PyTorch script. An int: replicate thelper's per-batch seeding by hand (seed
+            torch's CPU generator, NumPy and ``random`` from ``(aug_seed, epoch, batch
+            indices)`` around the batch's transforms and restore the generator afterwards in
+            the main process), so that the augmentations are the ones thelper draws.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 sample_seed: int | None = None) -> None:
+                 aug_seed: int | None = None) -> None:
         self.x, self.y, self.transform = x, y, transform
-        self.sample_seed = sample_seed
+        self.aug_seed = aug_seed
         self.epoch = 1
 
     def __len__(self) -> int:
@@ -122,38 +123,41 @@ class TupleDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.x[index]
         if self.transform is not None:
-            if self.sample_seed is None:
-                x = self.transform(x)
-            else:
-                x = seeded_call(self.transform, x, sample_seed(self.sample_seed, self.epoch,
-                                                               index))
+            x = self.transform(x)
         return x, self.y[index]
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One batch; with ``aug_seed``, its transforms run under one seed."""
+        if self.aug_seed is None or self.transform is None:
+            return [self[i] for i in indices]
+        return seeded_call(lambda: [self[i] for i in indices],
+                           batch_seed(self.aug_seed, self.epoch, indices))
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """thelper's per-sample augmentation seed (``SeedSequence([seed, epoch, index])``)."""
-    return int(np.random.SeedSequence([int(seed), int(epoch), int(index)])
+
+def batch_seed(seed: int, epoch: int, indices: Sequence[int]) -> int:
+    """thelper's per-batch augmentation seed (``SeedSequence([seed, epoch, *indices])``)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), *map(int, indices)])
                .generate_state(1, np.uint32)[0])
 
 
-def seeded_call(fn: Callable[[Any], Any], x: Any, seed: int) -> Any:
-    """``fn(x)`` with torch, NumPy and ``random`` seeded from ``seed``; in the main process
-    their previous states are restored afterwards (what thelper's loaders do per sample)."""
+def seeded_call(fn: Callable[[], Any], seed: int) -> Any:
+    """``fn()`` with torch's CPU generator, NumPy and ``random`` seeded from ``seed``; in the
+    main process the CPU generator's state is restored afterwards (what thelper's loaders do
+    once per batch)."""
     from torch.utils.data import get_worker_info
 
+    gen = torch.default_generator
     restore = get_worker_info() is None
     if restore:
-        state = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-    torch.manual_seed(seed)
+        state = gen.get_state()
+    gen.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
     try:
-        return fn(x)
+        return fn()
     finally:
         if restore:
-            torch.set_rng_state(state[0])
-            np.random.set_state(state[1])
-            random.setstate(state[2])
+            gen.set_state(state)
 
 
 class EpochPermutation(torch.utils.data.Sampler[int]):
@@ -301,18 +305,16 @@ class ThelperRun:
 
     @staticmethod
     def check_replica() -> None:
-        """Check that :func:`epoch_seed` and :func:`sample_seed` restate thelper's.
+        """Check that :func:`epoch_seed` and :func:`batch_seed` restate thelper's.
 
         Raises:
             AssertionError: thelper changed its seeding; update the raw side.
         """
         from thelper.data import loaders
 
-        for s, e, i in ((0, 1, 0), (7, 3, 11)):
+        for s, e, idx in ((0, 1, [0]), (7, 3, [11, 4, 9])):
             assert loaders.epoch_seed(s, e) == epoch_seed(s, e), "epoch_seed changed"
-            if hasattr(loaders, "_sample_seed"):
-                assert loaders._sample_seed(s, e, i) == sample_seed(s, e, i), \
-                    "per-sample seed changed"
+            assert loaders.batch_seed(s, e, idx) == batch_seed(s, e, idx), "batch seed changed"
 
     def train_indices(self) -> dict[str, list[int]]:
         """``{dataset: train indices}`` thelper's split drew."""
@@ -366,7 +368,7 @@ class RawRun:
             split drew, so both sides train on the same samples).
         n: Number of crops for ``resnet18``.
         workers: ``DataLoader`` workers.
-        exact: Replicate thelper's per-sample augmentation seeding (:class:`TupleDataset`);
+        exact: Replicate thelper's per-batch augmentation seeding (:class:`TupleDataset`);
             otherwise augmentations draw from the global RNGs as in a plain script.
     """
 
@@ -397,7 +399,7 @@ class RawRun:
         else:
             raise ValueError(f"unknown case {case!r}")
         self.dataset = TupleDataset(x[idx], y[idx], transform,
-                                    sample_seed=self.seeds["torch"] if exact else None)
+                                    aug_seed=self.seeds["torch"] if exact else None)
         self.sampler = EpochPermutation(len(self.dataset), self.seeds["worker"])
         # the loader draws its workers' base seed from this generator at every epoch start
         # (without one it would draw from the global RNG, shifting the dropout masks)

@@ -14,7 +14,7 @@ from thelper.plugins import get_plugin_manager
 
 
 def _models() -> list[type[BaseModel]]:
-    out = {c.params for c in get_plugin_manager().registry.components()}
+    out = {c.params_model for c in get_plugin_manager().registry.components()}
     out |= {m for _, m in inspect.getmembers(models, inspect.isclass)
             if issubclass(m, BaseModel) and m.__module__ == models.__name__}
     return sorted(out, key=lambda m: (m.__module__, m.__qualname__))

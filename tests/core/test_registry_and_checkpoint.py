@@ -78,6 +78,80 @@ def test_duplicate_names_are_refused_naming_both():
         reg.add(ComponentInfo("model", "net", "c:d", Params, distribution="dist-b"))
 
 
+def test_lazy_params_reference_is_imported_on_first_use_and_cached():
+    from thelper import builtin_params
+
+    ref = "thelper.builtin_params:MLPParams"
+    a = ComponentInfo("model", "net-a", "a:b", ref)
+    b = ComponentInfo("model", "net-b", "c:d", ref)
+    assert a.params == ref  # kept as given
+    assert a.params_model is builtin_params.MLPParams
+    assert b.params_model is a.params_model
+    assert ComponentInfo("model", "net", "a:b", builtin_params.MLPParams).params_model is \
+        builtin_params.MLPParams  # the class form stays valid
+
+
+def test_default_params_is_the_empty_params_model():
+    from thelper.params import Params as EmptyParams
+    from thelper.registry import DEFAULT_PARAMS
+
+    info = ComponentInfo("metric", "m", "a:b")
+    assert info.params == DEFAULT_PARAMS
+    assert info.params_model is EmptyParams
+    assert Params is EmptyParams  # `from thelper.registry import Params` keeps working
+    import thelper
+
+    assert thelper.Params is EmptyParams
+
+
+@pytest.mark.parametrize("ref", ["thelper.builtin_params.MLPParams", "thelper builtin:X",
+                                 "thelper.builtin_params:", ":MLPParams", "a..b:C", "a:1C"])
+def test_params_reference_syntax_is_checked_at_registration(ref):
+    with pytest.raises(PluginError, match=r"model/net: params .*'package\.module:Attr'"):
+        ComponentInfo("model", "net", "a:b", ref)
+
+
+def test_params_must_be_a_reference_or_a_model_class():
+    with pytest.raises(PluginError, match="model/net: params must be"):
+        ComponentInfo("model", "net", "a:b", dict)  # type: ignore[arg-type]
+
+
+def test_params_reference_is_not_imported_at_registration():
+    info = ComponentInfo("model", "net", "a:b", "no_such_thelper_module.sub:Params",
+                         plugin="mine", distribution="my-dist")
+    info.check_params()  # the parent package is not imported: left to params_model
+    with pytest.raises(PluginError) as err:
+        _ = info.params_model
+    message = str(err.value)
+    assert "model 'net' from my-dist" in message
+    assert "'no_such_thelper_module.sub:Params'" in message
+    assert "ModuleNotFoundError" in message and "-p no:mine" in message
+
+
+def test_params_reference_to_something_else_than_a_model_is_refused():
+    info = ComponentInfo("model", "net", "a:b", "thelper.builtin_params:Reduction",
+                         distribution="my-dist")
+    with pytest.raises(PluginError, match="model 'net' from my-dist: params "
+                       "'thelper.builtin_params:Reduction' is .* not a pydantic model class"):
+        _ = info.params_model
+
+
+def test_check_params_finds_a_missing_module_without_importing():
+    ComponentInfo("model", "net", "a:b", "thelper.builtin_params:MLPParams").check_params()
+    info = ComponentInfo("model", "net", "a:b", "thelper.no_such_params:MLPParams",
+                         distribution="my-dist")
+    with pytest.raises(PluginError, match="model 'net' from my-dist: the module of its params "
+                       "model 'thelper.no_such_params:MLPParams' does not exist"):
+        info.check_params()
+
+
+def test_registry_build_resolves_lazy_params():
+    reg = Registry()
+    reg.add(ComponentInfo("loss", "l1", "torch.nn:L1Loss",
+                          "thelper.builtin_params:ReductionParams"))
+    assert reg.build("loss", "l1", {"reduction": "sum"}).reduction == "sum"
+
+
 def test_unknown_name_suggests():
     with pytest.raises(ComponentNotFoundError, match="did you mean 'adam'"):
         PM.registry.get("optimizer", "adma")

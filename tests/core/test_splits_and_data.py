@@ -135,3 +135,59 @@ def test_sampler_in_a_session(tmp_path, mlp_config):
     s = run_session(document_from_dict(mlp_config), tmp_path)
     log = (s.logs_dir / "trainer.log").read_text()
     assert "train sampler class_weighted" in log
+
+
+class _Noise:
+    """A random transform: adds one torch draw and one NumPy draw to the input."""
+
+    def __call__(self, x):
+        import torch
+
+        return x + torch.rand(()).item() + float(np.random.rand())
+
+
+def _noisy_split(n: int = 12):
+    import torch
+
+    from thelper.data.loaders import SplitDataset
+
+    base = [{"input": torch.zeros(()), "label": i % 3} for i in range(n)]
+    return SplitDataset([("d", base, list(range(n)))], "input", _Noise(), seed=5)
+
+
+def test_batches_are_seeded_by_epoch_and_indices_and_leave_the_global_rng_alone():
+    import torch
+    from torch.utils.data import DataLoader
+
+    from thelper.data.loaders import EpochSampler
+
+    sd = _noisy_split()
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    loader = DataLoader(sd, batch_size=4, sampler=EpochSampler(len(sd), True, seed=1),
+                        generator=torch.Generator())  # as make_loader does
+    loader.sampler.set_epoch(1)
+    first = [b["input"].clone() for b in loader]
+    assert torch.equal(torch.rand(3), before)  # dropout's generator is untouched
+    order = loader.sampler.order()
+    # a batch is loaded whole: the loader's batch equals __getitems__ of its indices ...
+    direct = torch.stack([s["input"] for s in sd.__getitems__(order[4:8])])
+    assert torch.equal(first[1], direct)
+    # ... repeats exactly (resume, any worker) and changes with the epoch
+    assert torch.equal(torch.stack([s["input"] for s in sd.__getitems__(order[4:8])]), direct)
+    sd.epoch = 2
+    assert not torch.equal(torch.stack([s["input"] for s in sd.__getitems__(order[4:8])]),
+                           direct)
+    # every sample of a batch draws its own numbers; dataset[i] is a batch of one
+    assert len(set(first[0].tolist())) == 4
+    sd.epoch = 1
+    assert torch.equal(sd[order[0]]["input"], sd.__getitems__([order[0]])[0]["input"])
+
+
+def test_batches_sharing_a_first_sample_draw_differently():
+    """With a sampler that draws with replacement two batches may start with one sample."""
+    sd = _noisy_split()
+    a = sd.__getitems__([3, 0, 1])
+    b = sd.__getitems__([3, 5, 7])
+    assert float(a[0]["input"]) != float(b[0]["input"])

@@ -105,6 +105,47 @@ def thelper_register_components():
 """
 
 
+#: A plugin whose lazy params references are wrong: ``fake_nomodule`` names a module that
+#: does not exist (found at registration, without importing), ``fake_noattr`` a missing
+#: attribute (found when a config names it); ``fake_good`` is fine.
+BAD_PARAMS_PLUGIN = '''\
+"""A fake third-party plugin with lazy params references, two of them wrong."""
+from thelper.plugins import hookimpl
+from thelper.registry import ComponentInfo
+
+
+class SampleCount:
+    """Counts the samples it has seen."""
+
+    goal = "max"
+
+    def __init__(self):
+        self.n = 0
+
+    def reset(self):
+        self.n = 0
+
+    def update(self, outputs, targets):
+        self.n += len(targets)
+
+    def compute(self):
+        return self.n
+
+
+@hookimpl
+def thelper_register_components():
+    return [
+        ComponentInfo("metric", "fake_nomodule", "{module}:SampleCount",
+                      "{module}_params_typo:CountParams", aliases=("fake_nomodule_alias",),
+                      description="params module misspelled"),
+        ComponentInfo("metric", "fake_noattr", "{module}:SampleCount", "{module}:NoSuchParams",
+                      description="params attribute misspelled"),
+        ComponentInfo("metric", "fake_good", "{module}:SampleCount", "thelper.params:Params",
+                      description="the default, empty params"),
+    ]
+'''
+
+
 def core_config(**changes: Any) -> dict[str, Any]:
     """A deep copy of :data:`CORE_CONFIG` with top-level keys replaced."""
     cfg = copy.deepcopy(CORE_CONFIG)

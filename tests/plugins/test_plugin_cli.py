@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from plugin_test_helpers import GOOD_PLUGIN, IMPORT_ERROR_PLUGIN, MOONS_CONFIG, FakeSite, squash
+from plugin_test_helpers import (
+    BAD_PARAMS_PLUGIN,
+    CORE_CONFIG,
+    GOOD_PLUGIN,
+    IMPORT_ERROR_PLUGIN,
+    MOONS_CONFIG,
+    ROOT,
+    FakeSite,
+    core_config,
+    squash,
+)
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 CORE_PLUGINS = {"core", "core-commands", "run-record", "tensorboard"}
@@ -134,8 +144,9 @@ def test_plugin_module_does_not_import_torch(clean_thelper_env: None) -> None:
         "import sys\n"
         "import thelper_plugin_example.plugin as p\n"
         "infos = p.thelper_register_components()\n"
+        "assert 'pydantic' not in sys.modules, 'registering imported pydantic'\n"
         "for info in infos:\n"
-        "    info.params()\n"
+        "    info.params_model()\n"
         "heavy = sorted(m for m in ('torch', 'sklearn', 'numpy') if m in sys.modules)\n"
         "print(len(infos), heavy)\n"
     )
@@ -144,3 +155,130 @@ def test_plugin_module_does_not_import_torch(clean_thelper_env: None) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["3", "[]"]
+
+
+# ------------------------------------------------------------------- start-up cost
+#: Modules that ``--help`` and ``plugins list`` must never import: pydantic and torch are the
+#: heavy ones (issue 7); the params modules are needed only to validate a config.
+PARAMS_MODULES = (
+    "thelper.builtin_params",
+    "thelper.tasks",
+    "thelper_vision.params",
+    "thelper_vision.transform_params",
+    "thelper_vision.dense_params",
+    "thelper_plugin_example.params",
+)
+DIGITS_CONFIG = ROOT / "examples" / "digits-classification" / "config.yaml"
+
+
+def _imported_by(argv: list[str], watch: tuple[str, ...]) -> tuple[int, list[str]]:
+    """Exit code of ``thelper ARGV`` run in a fresh interpreter, and which of ``watch`` it
+    imported."""
+    code = (
+        "import sys\n"
+        "from thelper.cli import main\n"
+        f"rc = main({argv!r})\n"
+        f"print('IMPORTED', rc, ','.join(m for m in {watch!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    marker = result.stdout.splitlines()[-1].split(" ", 2)
+    assert marker[0] == "IMPORTED", result.stdout
+    return int(marker[1]), [m for m in marker[2].split(",") if m] if len(marker) > 2 else []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["plugins", "list"], ["plugins", "list", "--json"], ["config", "--help"]],
+    ids=" ".join,
+)
+def test_help_and_plugins_list_import_neither_pydantic_nor_torch(
+    argv: list[str], clean_thelper_env: None
+) -> None:
+    watch = ("pydantic", "torch", "yaml", "thelper.session", *PARAMS_MODULES)
+    rc, imported = _imported_by(argv, watch)
+    assert rc == 0
+    assert imported == [], f"'thelper {' '.join(argv)}' imported {imported}"
+
+
+def test_validate_imports_only_the_params_modules_it_needs(clean_thelper_env: None) -> None:
+    watch = ("torch", "torchvision", "thelper.tasks", "thelper.builtin_params",
+             "thelper_vision.dense_params", "thelper_plugin_example.params")
+    rc, imported = _imported_by(["config", "validate", str(DIGITS_CONFIG)], watch)
+    assert rc == 0
+    assert imported == ["thelper.builtin_params"]  # its optimizer, metrics, dataset
+
+
+@pytest.fixture
+def bad_params_site(fake_site: FakeSite) -> FakeSite:
+    """A plugin with a misspelled params module and a misspelled params attribute."""
+    fake_site.add("badparamsplug", "2.0", "badparams", "badparams_cli_thelper_plugin",
+                  BAD_PARAMS_PLUGIN)
+    return fake_site
+
+
+def test_plugins_list_names_a_missing_params_module(
+    run_cli: RunCli, bad_params_site: FakeSite
+) -> None:
+    data = _json(run_cli("plugins", "list", "--json", pythonpath=bad_params_site.path))
+    plugins = {p["plugin"]: p for p in data["plugins"]}
+    # the missing attribute is only found when a config names the component
+    assert plugins["badparams"]["components"] == {"metric": ["fake_good", "fake_noattr"]}
+    (failure,) = data["failures"]
+    assert (failure["plugin"], failure["distribution"], failure["stage"]) == (
+        "badparams", "badparamsplug", "register")
+    assert "metric 'fake_nomodule' from badparamsplug" in failure["error"]
+    assert "'badparams_cli_thelper_plugin_params_typo:CountParams'" in failure["error"]
+    assert "-p no:badparams" in failure["error"]
+
+    text = run_cli("plugins", "list", pythonpath=bad_params_site.path)
+    assert text.returncode == 0, text.stderr
+    assert "Traceback" not in text.stdout + text.stderr
+    assert ("FAILED badparams (badparamsplug): register: metric 'fake_nomodule' from "
+            "badparamsplug: the module of its params model") in squash(text.stdout)
+
+
+def test_validate_names_bad_params_references(
+    run_cli: RunCli, bad_params_site: FakeSite, tmp_path: Path
+) -> None:
+    trainer = {**CORE_CONFIG["trainer"], "metrics": {
+        "noattr": {"type": "fake_noattr"},
+        "nomodule": {"type": "fake_nomodule_alias"},
+        "good": {"type": "fake_good"},
+        "accuracy": {"type": "accuracy"},
+    }}
+    path = tmp_path / "bad-params.json"
+    path.write_text(json.dumps(core_config(trainer=trainer)))
+    result = run_cli("config", "validate", str(path), "--format", "json",
+                     pythonpath=bad_params_site.path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    issues = {i["path"]: i["message"] for i in json.loads(result.stdout)["issues"]}
+    assert set(issues) == {"trainer.metrics.noattr.type", "trainer.metrics.nomodule.type"}
+    noattr = issues["trainer.metrics.noattr.type"]
+    assert "metric 'fake_noattr' from badparamsplug: cannot import its params model " \
+           "'badparams_cli_thelper_plugin:NoSuchParams': AttributeError" in noattr
+    assert "-p no:badparams" in noattr
+    nomodule = issues["trainer.metrics.nomodule.type"]
+    assert "'fake_nomodule_alias' is not a registered metric" in nomodule
+    assert "plugin 'badparams' (badparamsplug) registers it, but it was refused" in nomodule
+    assert "'badparams_cli_thelper_plugin_params_typo:CountParams'" in nomodule
+    warning = squash(result.stderr)
+    assert "plugin 'badparams' (from badparamsplug) failed to register" in warning
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-p"], "Error: Option '-p' requires an argument."),
+    (["-p", "example", "plugins", "list"],
+     "Error: Invalid value for -p: expected -p no:NAME, got 'example'"),
+    (["-pno:", "plugins", "list"], "Error: Invalid value for -p: expected -p no:NAME, got 'no:'"),
+])
+def test_malformed_p_option_is_a_usage_error(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from thelper.cli import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -79,7 +79,7 @@ def test_register_adds_components_stamped_with_plugin(pm: ThelperPluginManager) 
         info = registry.get(kind, name)
         assert info.plugin == "example-inproc"
         assert info.distribution is None
-        assert info.params is params
+        assert info.params_model is params
         assert info.factory.startswith("thelper_plugin_example.")
         assert info.description
     assert registry.get("dataset", "example_moons").metadata["provides_task"] is True

@@ -92,7 +92,7 @@ def test_plugin_import_is_torch_free():
         "import sys, json\n"
         "import thelper_vision, thelper_vision.plugin\n"
         "infos = thelper_vision.plugin.thelper_register_components()\n"
-        "schemas = [json.dumps(i.params.model_json_schema()) for i in infos]\n"
+        "schemas = [json.dumps(i.params_model.model_json_schema()) for i in infos]\n"
         "heavy = [m for m in ('torch', 'torchvision', 'PIL', 'numpy') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
@@ -108,7 +108,7 @@ def test_every_component_has_test_params():
     assert set(DENSE_MODELS) <= dense
     for name in dense - set(DENSE_MODELS):  # the others share a tested params model
         info = next(c for c in VISION if c.name == name)
-        assert info.params.__name__ in DENSE_PARAMS_MODELS, name
+        assert info.params_model.__name__ in DENSE_PARAMS_MODELS, name
 
 
 def test_registry_holds_the_vision_components(registry):
@@ -123,12 +123,12 @@ def test_registry_holds_the_vision_components(registry):
 
 @pytest.mark.parametrize("info", VISION, ids=_ids)
 def test_params_are_documented(info):
-    schema = info.params.model_json_schema()
+    schema = info.params_model.model_json_schema()
     assert info.description
     for field, prop in schema.get("properties", {}).items():
         assert prop.get("description"), f"{info.name}.{field} has no docstring"
     with pytest.raises(Exception, match="xtra"):
-        info.params.model_validate({"no_such_param": 1})
+        info.params_model.model_validate({"no_such_param": 1})
 
 
 @pytest.mark.parametrize("info", CLASSIFICATION_ERA, ids=_ids)

@@ -6,14 +6,14 @@ User mistakes print one ``error:`` line (no traceback unless ``--traceback``).
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from thelper import __version__
+from typer.core import TyperCommand, TyperGroup
 
 __all__ = ["app", "main"]
 
@@ -34,13 +34,42 @@ Examples:
   thelper config validate cfg.yaml          # exit 0 valid, 2 invalid
 
   thelper plugins list                      # every registered type: name
+
+Block a plugin for one command with -p no:NAME before the command (repeatable):
+
+  thelper -p no:tensorboard run cfg.yaml
 """
 
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False,
+
+class _FlagHelpMixin:
+    """Give the automatic ``-h/--help`` flag a ``False`` default.
+
+    Recent typer versions coerce every parameter value that is not already a bool through a
+    pydantic ``TypeAdapter``. Their help flag defaults to ``None``, so every command (``plugins
+    list`` included) would import pydantic, about 0.1 s, only to read an unset ``--help``.
+    """
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
+
+class _Group(_FlagHelpMixin, TyperGroup):
+    """Command group whose help flag reads without pydantic."""
+
+
+class _Command(_FlagHelpMixin, TyperCommand):
+    """Command whose help flag reads without pydantic."""
+
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, cls=_Group,
                   rich_markup_mode=None, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
-config_app = typer.Typer(help="Check configs before a long job.", no_args_is_help=True)
-plugins_app = typer.Typer(help="Inspect installed plugins and their components.",
+config_app = typer.Typer(help="Check configs before a long job.", no_args_is_help=True,
+                         cls=_Group)
+plugins_app = typer.Typer(help="Inspect installed plugins and their components.", cls=_Group,
                           no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(plugins_app, name="plugins")
@@ -73,6 +102,8 @@ def _warn_failures(pm: Any) -> None:
 
 def _version_callback(value: bool) -> None:
     if value:
+        from thelper import __version__
+
         typer.echo(f"thelper {__version__}")
         raise typer.Exit()
 
@@ -81,20 +112,13 @@ def _version_callback(value: bool) -> None:
 def _root(
     traceback: Annotated[bool, typer.Option(
         "--traceback", help="Show full tracebacks for errors (for developers).")] = False,
-    plugin: Annotated[list[str] | None, typer.Option(
-        "-p", metavar="no:NAME", help="Block a plugin for this command: -p no:tensorboard.")
-    ] = None,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version_callback, is_eager=True,
         help="Print the version and exit.")] = False,
 ) -> None:
+    # Only flags here: typer coerces every other option through pydantic, which would cost
+    # every command ~0.1 s; '-p no:NAME' is taken out of the arguments by main().
     _STATE["traceback"] = traceback
-    blocked = []
-    for p in plugin or []:
-        if not p.startswith("no:") or len(p) <= 3:
-            raise typer.BadParameter(f"expected -p no:NAME, got {p!r}", param_hint="-p")
-        blocked.append(p[3:])
-    _STATE["blocked"] = blocked
 
 
 # ----------------------------------------------------------------------------- run
@@ -109,7 +133,7 @@ def _run(config: Path, save_dir: Path, sets: list[str] | None) -> None:
     typer.echo(f"session {session.name}: {session.status}; results in {session.session_dir}")
 
 
-@app.command("run")
+@app.command("run", cls=_Command)
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
     save_dir: Annotated[Path, typer.Option(
@@ -127,7 +151,7 @@ def run_cmd(
     _run(config, save_dir, sets)
 
 
-@app.command("new", hidden=True)
+@app.command("new", hidden=True, cls=_Command)
 def new_cmd(
     config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
     save_dir: Annotated[Path, typer.Argument(help="Where <name>/ is created.")
@@ -138,7 +162,7 @@ def new_cmd(
     _run(config, save_dir, sets)
 
 
-@app.command("resume")
+@app.command("resume", cls=_Command)
 def resume_cmd(
     path: Annotated[Path, typer.Argument(help="Session directory or checkpoint file.")],
     eval_only: Annotated[bool, typer.Option(
@@ -188,7 +212,7 @@ def _validate_output(config: Path, cfg: Any, issues: list[Any], fmt: str,
     typer.echo(f"{config}: {len(issues)} problem(s) found", err=True)
 
 
-@config_app.command("validate")
+@config_app.command("validate", cls=_Command)
 def validate_cmd(
     config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
     sets: SetOption = None,
@@ -236,7 +260,7 @@ def validate_cmd(
         raise typer.Exit(2)
 
 
-@config_app.command("schema")
+@config_app.command("schema", cls=_Command)
 def schema_cmd(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the schema to this file instead of stdout.")] = None,
@@ -270,7 +294,7 @@ def _write_text(path: Path, text: str) -> None:
         raise ConfigError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
 
 
-@config_app.command("init")
+@config_app.command("init", cls=_Command)
 def init_cmd(
     template: Annotated[str | None, typer.Argument(
         help="Starter config: digits-mlp (default), digits-cnn, image-folder; see --list.")
@@ -337,7 +361,7 @@ def init_cmd(
 
 
 # ------------------------------------------------------------------------- plugins
-@plugins_app.command("list")
+@plugins_app.command("list", cls=_Command)
 def plugins_list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -370,14 +394,41 @@ def plugins_list_cmd(
 
 
 # ---------------------------------------------------------------------------- main
-def _preparse_blocked(argv: list[str]) -> list[str]:
-    blocked = []
-    for i, a in enumerate(argv):
-        if a == "-p" and i + 1 < len(argv) and argv[i + 1].startswith("no:"):
-            blocked.append(argv[i + 1][3:])
-        elif a.startswith("-pno:"):
-            blocked.append(a[5:])
-    return blocked
+class _UsageError(Exception):
+    """A malformed root option (exit code 2, reported like typer's usage errors)."""
+
+
+def _split_blocked(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Take the root ``-p no:NAME`` options (before the command) out of ``argv``.
+
+    Returns:
+        ``(arguments for typer, blocked plugin names)``.
+
+    Raises:
+        _UsageError: ``-p`` without a value, or with a value other than ``no:NAME``.
+    """
+    rest: list[str] = []
+    blocked: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--" or not arg.startswith("-"):  # the command: root options end here
+            rest += argv[i:]
+            break
+        if arg == "-p" or (arg.startswith("-p") and not arg.startswith("--")):
+            value = arg[2:]
+            if arg == "-p":
+                if i + 1 >= len(argv):
+                    raise _UsageError("Option '-p' requires an argument.")
+                i += 1
+                value = argv[i]
+            if not value.startswith("no:") or len(value) <= 3:
+                raise _UsageError(f"Invalid value for -p: expected -p no:NAME, got {value!r}")
+            blocked.append(value[3:])
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, blocked
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,7 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     from thelper.exceptions import ThelperError
 
     args = list(sys.argv[1:] if argv is None else argv)
-    _STATE["blocked"] = _preparse_blocked(args)
+    try:
+        args, _STATE["blocked"] = _split_blocked(args)
+    except _UsageError as exc:
+        typer.echo("Usage: thelper [OPTIONS] COMMAND [ARGS]...\nTry 'thelper -h' for help.\n\n"
+                   f"Error: {exc}", err=True)  # as click words its usage errors
+        return 2
     pm = _pm()
     if id(pm) not in _STATE.setdefault("commands_added", set()):
         _STATE["commands_added"].add(id(pm))
@@ -416,4 +472,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:  # pragma: no cover - console script
-    sys.exit(main())
+    """The ``thelper`` console script: run :func:`main` and exit with its code."""
+    code = main()
+    if "torch" not in sys.modules:
+        # A short command (help, plugins list, config validate, ...): every object alive now
+        # lives until the process ends, and freezing them spares the interpreter's final
+        # garbage collections a walk over all of them (pydantic's models and validators above
+        # all), 0.03-0.1 s. Not after torch: the bindings of triton (imported by torch) report
+        # the objects that the final collection skips as leaks, and a command that imported
+        # torch does not need these milliseconds.
+        gc.freeze()
+    sys.exit(code)

@@ -8,7 +8,8 @@ plugin manager. Only :class:`thelper.plugins.ThelperPluginManager` calls these h
 Hooks fall in two families:
 
 * **registration** (:func:`thelper_register_components`, :func:`thelper_add_commands`): called
-  when the plugin manager loads; must stay cheap and must not import torch.
+  when the plugin manager loads, by every command; must stay cheap and must not import torch
+  (nor pydantic: params models are lazy references too).
 * **lifecycle** (``thelper_session_*``, ``thelper_epoch_end``, ``thelper_checkpoint_saved``,
   ``thelper_log_figure``, ``thelper_evaluation_end``): called by the trainer while a session runs.
   Trackers such as the TensorBoard writer and the ``run.json`` record are implemented with them.
@@ -37,8 +38,10 @@ def thelper_register_components() -> list[ComponentInfo]:
 
     Called once per plugin when the plugin manager builds its registry, before any config is
     read. Each :class:`~thelper.registry.ComponentInfo` names its kind, its ``type:`` name, a lazy
-    ``"module:attr"`` factory reference and a pydantic params model. Must not import torch or
-    the implementation modules: only the params models are needed to validate a config.
+    ``"module:attr"`` factory reference and its params model, best as a lazy ``"module:Attr"``
+    reference too (imported only when a config names the component). Must not import torch or
+    the implementation modules, and should not import pydantic or the params modules: every
+    command, ``thelper --help`` included, calls this hook.
 
     Returns:
         The plugin's components (an empty list is fine).

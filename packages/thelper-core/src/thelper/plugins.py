@@ -74,6 +74,9 @@ class PluginFailure:
         stage: ``"import"``, ``"register"`` or ``"add commands"``.
         error: One-line description of the exception.
         details: Full traceback text, for ``--traceback``.
+        kind: Kind of the component refused at registration, if the failure is about one
+            component (e.g. a duplicate name, or a params module that does not exist).
+        names: Name and aliases of that component.
     """
 
     name: str
@@ -81,6 +84,8 @@ class PluginFailure:
     stage: str
     error: str
     details: str = ""
+    kind: str | None = None
+    names: tuple[str, ...] = ()
 
     def format(self) -> str:
         dist = f" (from {self.distribution})" if self.distribution else ""
@@ -219,11 +224,15 @@ class ThelperPluginManager:
                     if not isinstance(info, ComponentInfo):
                         raise PluginError(f"returned {type(info).__name__}, not ComponentInfo")
                     stamped = registry.with_origin(info, impl.plugin_name, dist)
+                    stamped.check_params()  # a misspelled params module, without importing
                     registry.add(stamped)
                     accepted.append(stamped)
                 except PluginError as exc:
+                    component = isinstance(info, ComponentInfo)
                     self._registry_failures.append(
-                        PluginFailure(impl.plugin_name, dist, "register", str(exc))
+                        PluginFailure(impl.plugin_name, dist, "register", str(exc),
+                                      kind=info.kind if component else None,
+                                      names=info.names if component else ())
                     )
             if record is not None:
                 record.components = accepted

@@ -2,7 +2,10 @@
 
 Plugins describe their components with :class:`ComponentInfo`. Registration is data only:
 the factory is a ``"module:attr"`` string imported when the component is built, and the
-params model is a pydantic model used to validate configs without importing torch.
+params model (a pydantic model used to validate configs without importing torch) is best
+given the same way, as a ``"module:Attr"`` string imported the first time a config names the
+component. Importing this module imports neither pydantic nor torch, so ``thelper --help``
+and ``thelper plugins list`` stay fast.
 """
 
 from __future__ import annotations
@@ -10,14 +13,12 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
-from typing import Any
+from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from thelper import _fastdocs
 from thelper.exceptions import (
     ComponentBuildError,
     ComponentNotFoundError,
@@ -25,7 +26,12 @@ from thelper.exceptions import (
     ThelperError,
 )
 
-__all__ = ["KINDS", "Params", "ComponentInfo", "Registry", "closest"]
+if TYPE_CHECKING:  # pragma: no cover
+    from pydantic import BaseModel
+
+    from thelper.params import Params
+
+__all__ = ["KINDS", "DEFAULT_PARAMS", "Params", "ComponentInfo", "Registry", "closest"]
 
 #: Component kinds known to the core. Plugins may add their own kinds.
 KINDS: tuple[str, ...] = (
@@ -41,23 +47,63 @@ KINDS: tuple[str, ...] = (
     "trainer",
 )
 
+#: Params of a component that takes none: the empty :class:`~thelper.params.Params`.
+DEFAULT_PARAMS = "thelper.params:Params"
 
-_fastdocs.install()  # field docstrings of every params model, without pydantic's frame walk
+#: Resolved lazy params references, ``{"module:Attr": (module, model class)}``, shared by
+#: the copies of a :class:`ComponentInfo` that the plugin manager stamps with their origin
+#: (an entry is used while its module is still the one in ``sys.modules``).
+_RESOLVED: dict[str, tuple[ModuleType, type[BaseModel]]] = {}
+#: Modules of lazy params references already found on disk (see ``check_params``).
+_LOCATED: set[str] = set()
 
 
-class Params(BaseModel):
-    """Base class of every params model: unknown keys are errors.
+def __getattr__(name: str) -> Any:  # lazy: ``Params`` needs pydantic
+    if name == "Params":
+        from thelper.params import Params
 
-    Subclass it and declare each constructor argument as a field with a docstring; the
-    docstrings become descriptions in ``thelper config schema``.
-    """
+        return Params
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, defer_build=True)
+
+def _is_reference(text: str) -> bool:
+    """Whether ``text`` reads ``"package.module:Attr"`` (dotted identifiers on both sides)."""
+    module, sep, attr = text.partition(":")
+    return bool(sep) and all(p.isidentifier() for p in (*module.split("."), *attr.split(".")))
+
+
+def _import_reference(reference: str) -> Any:
+    """Import ``"package.module:attr.sub"`` and return the object (errors propagate)."""
+    module_name, _, attr = reference.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _is_model_class(obj: Any) -> bool:
+    """Whether ``obj`` is a pydantic model class, without importing pydantic for the check
+    (a model class exists only once pydantic is imported)."""
+    pydantic = sys.modules.get("pydantic")
+    return (pydantic is not None and isinstance(obj, type)
+            and issubclass(obj, pydantic.BaseModel))
 
 
 @dataclass(frozen=True)
 class ComponentInfo:
     """A registered component.
+
+    Both references are lazy ``"package.module:attr"`` strings, so that registering imports
+    neither torch nor pydantic: every ``thelper`` command (``--help`` and ``plugins list``
+    included) imports each plugin's registration module, while a params model is only needed
+    when a config names the component. A params model *class* is accepted too; it costs the
+    import of its module (and of pydantic) on every command.
+
+    Example:
+        >>> ComponentInfo(
+        ...     kind="model", name="rbf_net", factory="my_plugin.models:RBFNet",
+        ...     params="my_plugin.params:RBFNetParams",
+        ...     description="radial basis function network")  # doctest: +SKIP
 
     Attributes:
         kind: One of :data:`KINDS` (or a plugin-defined kind).
@@ -66,19 +112,27 @@ class ComponentInfo:
             called with the validated params as keyword arguments, plus the context
             arguments its signature names (``task`` for models, ``params`` for optimizers,
             ``optimizer`` for schedulers, ...).
-        params: Pydantic model of the accepted params (subclass :class:`Params`).
+        params: The accepted params: a lazy reference ``"package.module:Attr"`` to a
+            pydantic model (recommended; subclass :class:`~thelper.params.Params`), or the
+            model class itself. Read the model through :attr:`params_model`. Defaults to
+            :data:`DEFAULT_PARAMS` (no params).
         aliases: Other accepted ``type:`` names (e.g. thelper 0.6 fully qualified names).
         description: One line shown by ``thelper plugins list``.
         metadata: Free-form facts the core reads, e.g. ``{"goal": "max"}`` for metrics or
             ``{"provides_task": True}`` for datasets that define their own task.
         plugin: Name of the registering plugin (set by the plugin manager).
         distribution: Distribution that installed the plugin (set by the plugin manager).
+
+    Raises:
+        PluginError: ``factory`` or a string ``params`` is not a ``"package.module:attr"``
+            reference (checked without importing anything), or ``params`` is neither a
+            string nor a pydantic model class.
     """
 
     kind: str
     name: str
     factory: str
-    params: type[BaseModel] = Params
+    params: str | type[BaseModel] = DEFAULT_PARAMS
     aliases: tuple[str, ...] = ()
     description: str = ""
     metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -91,9 +145,16 @@ class ComponentInfo:
                 f"component {self.kind}/{self.name}: factory {self.factory!r} must be a "
                 "'package.module:attr' reference"
             )
-        if not (isinstance(self.params, type) and issubclass(self.params, BaseModel)):
+        if isinstance(self.params, str):
+            if not _is_reference(self.params):
+                raise PluginError(
+                    f"component {self.kind}/{self.name}: params {self.params!r} must be a "
+                    "'package.module:Attr' reference to a pydantic model (or the model class)"
+                )
+        elif not _is_model_class(self.params):
             raise PluginError(
-                f"component {self.kind}/{self.name}: params must be a pydantic model class"
+                f"component {self.kind}/{self.name}: params must be a 'package.module:Attr' "
+                f"reference or a pydantic model class (got {self.params!r})"
             )
 
     @property
@@ -101,17 +162,91 @@ class ComponentInfo:
         """The canonical name followed by the aliases."""
         return (self.name, *self.aliases)
 
+    @property
+    def origin(self) -> str:
+        """The distribution (or plugin) that registered the component, for messages."""
+        return self.distribution or self.plugin or "an unknown distribution"
+
+    @property
+    def params_model(self) -> type[BaseModel]:
+        """The params model, imported on first use when :attr:`params` is a reference.
+
+        Resolved references are cached per reference string (while their module stays
+        imported).
+
+        Raises:
+            PluginError: The reference cannot be imported, or does not name a pydantic
+                model class; the message names the component, the reference and the
+                distribution.
+        """
+        params = self.params
+        if not isinstance(params, str):
+            return params
+        cached = _RESOLVED.get(params)
+        if cached is not None and sys.modules.get(cached[0].__name__) is cached[0]:
+            return cached[1]
+        try:
+            obj = _import_reference(params)
+        except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
+            raise PluginError(
+                f"{self.kind} {self.name!r} from {self.origin}: cannot import its params "
+                f"model {params!r}: {type(exc).__name__}: {exc}; fix the plugin or install "
+                f"its dependencies{self._block_hint()}"
+            ) from exc
+        if not _is_model_class(obj):
+            raise PluginError(
+                f"{self.kind} {self.name!r} from {self.origin}: params {params!r} is "
+                f"{type(obj).__name__} {obj!r}, not a pydantic model class (subclass "
+                f"thelper.params.Params){self._block_hint()}"
+            )
+        _RESOLVED[params] = (sys.modules[params.partition(":")[0]], obj)
+        return obj
+
+    def check_params(self) -> None:
+        """Check cheaply that a lazy params reference can be found, without importing it.
+
+        The reference's module is looked up on disk (``importlib.util.find_spec``) when its
+        package is already imported (or it is a top-level module), so that finding it
+        imports nothing; otherwise, and for the attribute, the check is left to
+        :attr:`params_model`. The plugin manager calls this while building the registry, so
+        that ``thelper plugins list`` reports a misspelled module.
+
+        Raises:
+            PluginError: The module of the reference does not exist.
+        """
+        if not isinstance(self.params, str) or self.params in _RESOLVED:
+            return
+        module = self.params.partition(":")[0]
+        if module in _LOCATED or module in sys.modules:
+            return
+        parent = module.rpartition(".")[0]
+        if parent and parent not in sys.modules:
+            return  # finding it would import the parent package: leave it to params_model
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # the parent is a module, not a package
+            found = False
+        if not found:
+            raise PluginError(
+                f"{self.kind} {self.name!r} from {self.origin}: the module of its params "
+                f"model {self.params!r} does not exist ({module!r} not found); fix the "
+                f"reference in the plugin's registration{self._block_hint()}"
+            )
+        _LOCATED.add(module)
+
+    def _block_hint(self) -> str:
+        return f", or block the plugin with '-p no:{self.plugin}'" if self.plugin else ""
+
     def load(self) -> Callable[..., Any]:
         """Import and return the factory.
 
         Raises:
             ComponentBuildError: The module or attribute cannot be imported.
         """
-        module_name, _, attr = self.factory.partition(":")
         try:
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
+            obj: Any = _import_reference(self.factory)
         except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
             raise ComponentBuildError(
                 f"{self.kind} {self.name!r} from {self.distribution or self.plugin}: cannot "
@@ -240,12 +375,15 @@ class Registry:
 
         Raises:
             ComponentNotFoundError: Unknown name.
+            PluginError: The component's params model cannot be imported.
             ComponentBuildError: Invalid params, import failure or constructor error.
         """
+        from pydantic import BaseModel, ValidationError
+
         info = self.get(kind, name)
         if params is None or isinstance(params, Mapping):
             try:
-                params = info.params.model_validate(dict(params or {}))
+                params = info.params_model.model_validate(dict(params or {}))
             except ValidationError as exc:
                 raise ComponentBuildError(
                     f"{kind} {info.name!r}: invalid params: {exc}"

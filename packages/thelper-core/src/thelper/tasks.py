@@ -5,8 +5,11 @@ metrics, extracts targets from a batch and decodes predictions. Datasets may pro
 own task (``dataset.task``); otherwise the config gives one in a ``task:`` block. When a
 session has several datasets, their tasks are merged (:meth:`Task.merge`).
 
-Tasks are plain Python (no torch at import) and serialise to plain dicts
-(:meth:`Task.to_dict`), which checkpoints store.
+Tasks are plain Python (no torch, no pydantic at import) and serialise to plain dicts
+(:meth:`Task.to_dict`), which checkpoints store. Their params models
+(``ClassificationParams``, ``RegressionParams``) live in :mod:`thelper.builtin_params` with
+the other built-in params models, so that validating a config does not import this module;
+they remain importable from here.
 """
 
 from __future__ import annotations
@@ -14,13 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
-
 from thelper.exceptions import ConfigError
-from thelper.registry import Params
 
-__all__ = ["Task", "Classification", "ClassificationParams", "Regression", "RegressionParams",
-           "task_from_dict"]
+__all__ = ["Task", "Classification", "Regression", "task_from_dict"]
 
 
 class Task:
@@ -122,40 +121,6 @@ class Task:
         """
 
 
-class ClassificationParams(Params):
-    """Params of the ``classification`` task."""
-
-    class_names: list[str] = Field(min_length=1)
-    """Class names, in label-index order (index i is the model's output i)."""
-    input_key: str = "input"
-    """Key of the image/features in each sample (``"0"`` for tuple samples)."""
-    label_key: str = "label"
-    """Key of the class index (or class name) in each sample (``"1"`` for tuple samples)."""
-    meta_keys: list[str] = Field(default_factory=list)
-    """Keys carried along for reports (e.g. ``path``)."""
-
-    @field_validator("class_names", mode="before")
-    @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
-                    for v in value]
-        return value
-
-    @field_validator("class_names")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        dupes = sorted({v for v in value if value.count(v) > 1})
-        if dupes:
-            raise ValueError(f"class names must be unique; repeated: {', '.join(dupes)}")
-        return value
-
-    @field_validator("input_key", "label_key", mode="before")
-    @classmethod
-    def _key_str(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
 class Classification(Task):
     """Single-label classification into ``len(class_names)`` classes.
 
@@ -237,54 +202,6 @@ class Classification(Task):
                 f"model {model_name!r} outputs shape {shape} but the task has "
                 f"{self.num_classes} classes; expected (N, {self.num_classes})"
             )
-
-
-Bound = float | list[float]
-
-
-class RegressionParams(Params):
-    """Params of the ``regression`` task."""
-
-    target_shape: list[int] = Field(default_factory=lambda: [1])
-    """Shape of one target (and of one prediction) without the batch dimension, e.g. ``[1]``
-    for a scalar, ``[3]`` for three values per sample."""
-    target_min: Bound | None = None
-    """Lowest valid value (one number, or one per output): evaluation predictions are
-    clamped to it."""
-    target_max: Bound | None = None
-    """Highest valid value (one number, or one per output): evaluation predictions are
-    clamped to it."""
-    target_mean: Bound | None = None
-    """Standardise targets for the loss: the model predicts ``(y - mean) / std``; metrics and
-    predictions are in target units. One number or one per output."""
-    target_std: Bound | None = None
-    """Standard deviation used with ``target_mean`` (strictly positive)."""
-    input_key: str = "input"
-    """Key of the input in each sample."""
-    label_key: str = "target"
-    """Key of the target values in each sample."""
-    meta_keys: list[str] = Field(default_factory=list)
-    """Keys carried along for reports (e.g. ``path``)."""
-
-    @field_validator("target_shape")
-    @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        if any(v < 1 for v in value):
-            raise ValueError(f"target_shape sizes must be >= 1 (got {value})")
-        return value
-
-    @field_validator("target_std")
-    @classmethod
-    def _std_positive(cls, value: Bound | None) -> Bound | None:
-        values = value if isinstance(value, list) else [value]
-        if value is not None and any(v <= 0 for v in values):
-            raise ValueError(f"target_std must be > 0 (got {value})")
-        return value
-
-    @field_validator("input_key", "label_key", mode="before")
-    @classmethod
-    def _key_str(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class Regression(Task):
@@ -412,6 +329,14 @@ class Regression(Task):
 
 _TASK_TYPES: dict[str, type[Task]] = {"classification": Classification,
                                        "regression": Regression}
+
+
+def __getattr__(name: str) -> Any:  # the params models moved to thelper.builtin_params
+    if name in ("ClassificationParams", "RegressionParams"):
+        from thelper import builtin_params
+
+        return getattr(builtin_params, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def task_from_dict(data: Mapping[str, Any]) -> Task:

@@ -15,16 +15,24 @@ A thelper plugin (entry point ``thelper.plugins: vision``) that registers:
   ``detection_logger``, ``detection_overlays``);
 * the ``thelper viz`` command.
 
-Importing this package (or :mod:`thelper_vision.plugin`) does not import torch; the
+Importing this package (or :mod:`thelper_vision.plugin`) imports neither torch nor pydantic; the
 implementation modules (:mod:`thelper_vision.datasets`, :mod:`thelper_vision.models`,
 :mod:`thelper_vision.transforms`) are imported only when a component is built.
 """
 
-from importlib import metadata as _metadata
-
-try:
-    __version__ = _metadata.version("thelper-vision")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
-
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> str:
+    """``__version__``, read from the installed metadata on first access (every ``thelper``
+    command imports this package, most never need the version)."""
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import metadata
+
+    try:
+        version = metadata.version("thelper-vision")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        version = "0.0.0+unknown"
+    globals()["__version__"] = version
+    return version

@@ -1,13 +1,20 @@
-"""Params models of the dense vision tasks and their datasets, models and metrics
-(torch-free: imported when the plugin registers)."""
+"""Params models of the dense vision tasks and their datasets, models and metrics.
 
-from __future__ import annotations
+Torch-free: imported when a config names one of these components (the plugin registers them
+as ``"thelper_vision.dense_params:Name"`` strings). ``SEGMENTATION_MODELS`` and
+``DETECTION_MODELS`` are re-exported from :mod:`thelper_vision.catalog`.
+"""
+
+# No ``from __future__ import annotations`` here, on purpose: pydantic would have to evaluate
+# every field annotation from its string when the models are built, about a quarter of
+# this module's import time, paid by ``thelper config validate``.
 
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from thelper.registry import Params
+from thelper.params import Params
+from thelper_vision.catalog import DETECTION_MODELS, SEGMENTATION_MODELS
 
 __all__ = [
     "SEGMENTATION_MODELS", "DETECTION_MODELS",
@@ -20,25 +27,6 @@ __all__ = [
     "DetectionLoggerParams", "DetectionOverlaysParams", "SanitizeBoxesParams",
     "MinMaxNormalizeParams",
 ]
-
-#: torchvision segmentation architectures (``torchvision.models.segmentation``).
-SEGMENTATION_MODELS: tuple[str, ...] = (
-    "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
-    "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
-
-#: torchvision detectors (``torchvision.models.detection``) -> family: ``rcnn`` (Faster
-#: R-CNN), ``dense`` (RetinaNet, FCOS) or ``ssd`` (fixed input size).
-DETECTION_MODELS: dict[str, str] = {
-    "fasterrcnn_mobilenet_v3_large_320_fpn": "rcnn",
-    "fasterrcnn_mobilenet_v3_large_fpn": "rcnn",
-    "fasterrcnn_resnet50_fpn": "rcnn",
-    "fasterrcnn_resnet50_fpn_v2": "rcnn",
-    "retinanet_resnet50_fpn": "dense",
-    "retinanet_resnet50_fpn_v2": "dense",
-    "fcos_resnet50_fpn": "dense",
-    "ssdlite320_mobilenet_v3_large": "ssd",
-    "ssd300_vgg16": "ssd",
-}
 
 RGB = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]
 ColorMap = dict[str, RGB]
@@ -312,7 +300,7 @@ class ConvAutoencoderParams(Params):
     """``sigmoid`` for images in ``[0, 1]``."""
 
     @model_validator(mode="after")
-    def _latent(self) -> ConvAutoencoderParams:
+    def _latent(self) -> "ConvAutoencoderParams":
         if self.latent_dim is not None and self.input_size is None:
             raise ValueError("latent_dim needs input_size [H, W]")
         return self
@@ -403,7 +391,7 @@ class MinMaxNormalizeParams(Params):
     """Stretch each channel separately (else one range over all channels)."""
 
     @model_validator(mode="after")
-    def _ordered(self) -> MinMaxNormalizeParams:
+    def _ordered(self) -> "MinMaxNormalizeParams":
         if self.high <= self.low:
             raise ValueError(f"high must be greater than low (got {self.low}, {self.high})")
         return self

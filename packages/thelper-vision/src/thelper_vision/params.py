@@ -1,17 +1,22 @@
 """Params models of the vision datasets and models (torch-free).
 
 These pydantic models validate the ``params:`` of each ``{type, params}`` config slot that
-names a vision component. They are imported when the plugin registers, so this module must
-never import torch, torchvision, PIL or numpy.
+names a vision component. They are imported when a config names one of these components
+(the plugin registers them as ``"thelper_vision.params:Name"`` strings), so this module must
+never import torch, torchvision, PIL or numpy. ``TORCHVISION_MODELS`` is re-exported from
+:mod:`thelper_vision.catalog`.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here, on purpose: pydantic would have to evaluate
+# every field annotation from its string when the models are built, about a quarter of
+# this module's import time, paid by ``thelper config validate``.
 
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from thelper.registry import Params
+from thelper.params import Params
+from thelper_vision.catalog import TORCHVISION_MODELS
 
 __all__ = [
     "TORCHVISION_MODELS",
@@ -19,24 +24,6 @@ __all__ = [
     "SimpleCNNParams",
     "TorchvisionModelParams",
 ]
-
-#: Curated ``torchvision.models`` classification architectures: name -> defining module
-#: (``torchvision.models.<module>``). Kept static so that registering needs no torchvision.
-TORCHVISION_MODELS: dict[str, str] = {
-    "resnet18": "resnet",
-    "resnet34": "resnet",
-    "resnet50": "resnet",
-    "mobilenet_v2": "mobilenetv2",
-    "mobilenet_v3_small": "mobilenetv3",
-    "mobilenet_v3_large": "mobilenetv3",
-    "efficientnet_b0": "efficientnet",
-    "densenet121": "densenet",
-    "shufflenet_v2_x0_5": "shufflenetv2",
-    "squeezenet1_0": "squeezenet",
-    "vgg11_bn": "vgg",
-    "convnext_tiny": "convnext",
-    "regnet_y_400mf": "regnet",
-}
 
 
 class ImageFolderParams(Params):

@@ -1,59 +1,55 @@
 """The thelper plugin of thelper-vision (entry point ``thelper.plugins: vision``).
 
-Registration is data only: factories are lazy ``"module:attr"`` strings and params models
-come from torch-free modules, so importing this module never imports torch, torchvision,
-Pillow or numpy.
+Registration is data only: factories and params models are lazy ``"module:attr"`` strings,
+so importing this module (every ``thelper`` command does) never imports pydantic, torch,
+torchvision, Pillow or numpy. The params models (:mod:`thelper_vision.params`,
+:mod:`thelper_vision.transform_params`, :mod:`thelper_vision.dense_params`) are imported when
+a config names one of their components.
 """
 
 from __future__ import annotations
 
 from thelper.plugins import hookimpl
-from thelper.registry import ComponentInfo, Params
-from thelper_vision import dense_params as dp
-from thelper_vision import transform_params as tp
-from thelper_vision.params import (
-    TORCHVISION_MODELS,
-    ImageFolderParams,
-    SimpleCNNParams,
-    TorchvisionModelParams,
-)
+from thelper.registry import ComponentInfo
+from thelper_vision.catalog import DETECTION_MODELS, SEGMENTATION_MODELS, TORCHVISION_MODELS
 from thelper_vision.viz import thelper_add_commands
 
 __all__ = ["thelper_register_components", "thelper_add_commands", "TRANSFORMS"]
 
-#: Transform components: name -> (params model, torchvision v2 class, thelper 0.6 aliases,
-#: description). Aliases ``torchvision.transforms.<Class>`` and ``...v2.<Class>`` are added.
-TRANSFORMS: dict[str, tuple[type[Params], str, tuple[str, ...], str]] = {
-    "resize": (tp.ResizeParams, "Resize", ("thelper.transforms.Resize",),
+#: Transform components: name -> (params model in :mod:`thelper_vision.transform_params`,
+#: torchvision v2 class, thelper 0.6 aliases, description). Aliases
+#: ``torchvision.transforms.<Class>`` and ``...v2.<Class>`` are added.
+TRANSFORMS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "resize": ("ResizeParams", "Resize", ("thelper.transforms.Resize",),
                "Resize (C, H, W) images to [H, W] or their shorter side to one size"),
-    "center_crop": (tp.CenterCropParams, "CenterCrop", (),
+    "center_crop": ("CenterCropParams", "CenterCrop", (),
                     "Crop the centre of images to [H, W]"),
-    "random_crop": (tp.RandomCropParams, "RandomCrop", (),
+    "random_crop": ("RandomCropParams", "RandomCrop", (),
                     "Crop images at a random position, with optional padding"),
-    "random_resized_crop": (tp.RandomResizedCropParams, "RandomResizedCrop", (),
+    "random_resized_crop": ("RandomResizedCropParams", "RandomResizedCrop", (),
                             "Crop a random area and aspect ratio, then resize"),
-    "random_horizontal_flip": (tp.FlipParams, "RandomHorizontalFlip", (),
+    "random_horizontal_flip": ("FlipParams", "RandomHorizontalFlip", (),
                                "Flip images left-right with probability p"),
-    "random_vertical_flip": (tp.FlipParams, "RandomVerticalFlip", (),
+    "random_vertical_flip": ("FlipParams", "RandomVerticalFlip", (),
                              "Flip images upside-down with probability p"),
-    "random_rotation": (tp.RandomRotationParams, "RandomRotation", (),
+    "random_rotation": ("RandomRotationParams", "RandomRotation", (),
                         "Rotate images by a random angle in degrees"),
-    "random_affine": (tp.RandomAffineParams, "RandomAffine", (),
+    "random_affine": ("RandomAffineParams", "RandomAffine", (),
                       "Random rotation, translation, scale and shear"),
-    "color_jitter": (tp.ColorJitterParams, "ColorJitter", (),
+    "color_jitter": ("ColorJitterParams", "ColorJitter", (),
                      "Random brightness, contrast, saturation and hue"),
-    "gaussian_blur": (tp.GaussianBlurParams, "GaussianBlur", (),
+    "gaussian_blur": ("GaussianBlurParams", "GaussianBlur", (),
                       "Blur images with a Gaussian kernel of random sigma"),
-    "normalize": (tp.NormalizeParams, "Normalize", (),
+    "normalize": ("NormalizeParams", "Normalize", (),
                   "(x - mean) / std per channel; uint8 images are scaled to [0, 1] first"),
-    "to_float": (tp.ToFloatParams, "ToDtype", ("torchvision.transforms.ToTensor",),
+    "to_float": ("ToFloatParams", "ToDtype", ("torchvision.transforms.ToTensor",),
                  "Convert images to float; uint8 [0, 255] becomes [0, 1]"),
-    "grayscale": (tp.GrayscaleParams, "Grayscale", (),
+    "grayscale": ("GrayscaleParams", "Grayscale", (),
                   "Convert RGB images to grey (1 or 3 channels)"),
-    "random_grayscale": (tp.RandomGrayscaleParams, "RandomGrayscale", (),
+    "random_grayscale": ("RandomGrayscaleParams", "RandomGrayscale", (),
                          "Convert RGB images to grey with probability p"),
-    "pad": (tp.PadParams, "Pad", (), "Pad image borders"),
-    "random_erasing": (tp.RandomErasingParams, "RandomErasing", (),
+    "pad": ("PadParams", "Pad", (), "Pad image borders"),
+    "random_erasing": ("RandomErasingParams", "RandomErasing", (),
                        "Erase a random rectangle of each image"),
 }
 
@@ -70,16 +66,18 @@ def _transforms() -> list[ComponentInfo]:
                        *extra)
         infos.append(ComponentInfo(
             kind="transform", name=name, factory=f"thelper_vision.transforms:{name}",
-            params=params, aliases=aliases, description=description,
+            params=f"thelper_vision.transform_params:{params}", aliases=aliases,
+            description=description,
         ))
     infos.append(ComponentInfo(  # joint samples only (v2 has no v1 counterpart)
         kind="transform", name="sanitize_boxes", factory="thelper_vision.transforms:"
-        "sanitize_boxes", params=dp.SanitizeBoxesParams,
+        "sanitize_boxes", params="thelper_vision.dense_params:SanitizeBoxesParams",
         aliases=("torchvision.transforms.v2.SanitizeBoundingBoxes",),
         description="Remove degenerate or out-of-image boxes (and labels) after crops"))
     infos.append(ComponentInfo(  # no torchvision counterpart (OpenCV's NORM_MINMAX)
         kind="transform", name="minmax_normalize",
-        factory="thelper_vision.transforms:minmax_normalize", params=dp.MinMaxNormalizeParams,
+        factory="thelper_vision.transforms:minmax_normalize",
+        params="thelper_vision.dense_params:MinMaxNormalizeParams",
         description="Stretch each image linearly to [low, high] (min-max normalisation)"))
     return infos
 
@@ -87,13 +85,13 @@ def _transforms() -> list[ComponentInfo]:
 def _models() -> list[ComponentInfo]:
     infos = [ComponentInfo(
         kind="model", name="simple_cnn", factory="thelper_vision.models:simple_cnn",
-        params=SimpleCNNParams, aliases=("thelper.nn.SimpleCNN",),
+        params="thelper_vision.params:SimpleCNNParams", aliases=("thelper.nn.SimpleCNN",),
         description="Small CNN (conv-BN-ReLU-pool stages, global pooling) for small images",
     )]
     for name, module in TORCHVISION_MODELS.items():
         infos.append(ComponentInfo(
             kind="model", name=name, factory=f"thelper_vision.models:torchvision_zoo.{name}",
-            params=TorchvisionModelParams,
+            params="thelper_vision.params:TorchvisionModelParams",
             aliases=(f"torchvision.models.{name}", f"torchvision.models.{module}.{name}"),
             description=f"torchvision {name} classifier (random init or a local state dict)",
         ))
@@ -103,7 +101,8 @@ def _models() -> list[ComponentInfo]:
 def _datasets() -> list[ComponentInfo]:
     return [ComponentInfo(
         kind="dataset", name="image_folder", factory="thelper_vision.datasets:ImageFolder",
-        params=ImageFolderParams, aliases=("torchvision.datasets.ImageFolder",),
+        params="thelper_vision.params:ImageFolderParams",
+        aliases=("torchvision.datasets.ImageFolder",),
         description="Images in one sub-folder per class (root/<class>/<image>)",
         metadata={"provides_task": True},
     )]
@@ -113,18 +112,19 @@ def _tasks() -> list[ComponentInfo]:
     C = ComponentInfo
     return [
         C("task", "segmentation", "thelper_vision.tasks:Segmentation",
-          dp.SegmentationTaskParams, aliases=("thelper.tasks.Segmentation",
-                                              "thelper.tasks.segm.Segmentation"),
+          "thelper_vision.dense_params:SegmentationTaskParams",
+          aliases=("thelper.tasks.Segmentation", "thelper.tasks.segm.Segmentation"),
           description="semantic segmentation: one class per pixel, with an ignore index"),
-        C("task", "detection", "thelper_vision.detection:Detection", dp.DetectionTaskParams,
+        C("task", "detection", "thelper_vision.detection:Detection",
+          "thelper_vision.dense_params:DetectionTaskParams",
           aliases=("thelper.tasks.Detection", "thelper.tasks.detect.Detection"),
           description="object detection: XYXY pixel boxes and class labels per image"),
         C("task", "super_resolution", "thelper_vision.tasks:SuperResolution",
-          dp.SuperResolutionTaskParams,
+          "thelper_vision.dense_params:SuperResolutionTaskParams",
           aliases=("thelper.tasks.SuperResolution", "thelper.tasks.regr.SuperResolution"),
           description="restore high-resolution images from degraded inputs"),
         C("task", "autoencoding", "thelper_vision.tasks:Autoencoding",
-          dp.AutoencodingTaskParams, aliases=("reconstruction",),
+          "thelper_vision.dense_params:AutoencodingTaskParams", aliases=("reconstruction",),
           description="reconstruct the input (autoencoders)"),
     ]
 
@@ -134,14 +134,15 @@ def _dense_datasets() -> list[ComponentInfo]:
     task = {"provides_task": True}
     return [
         C("dataset", "segmentation_folder", "thelper_vision.dense_datasets:SegmentationFolder",
-          dp.SegmentationFolderParams, metadata=task,
+          "thelper_vision.dense_params:SegmentationFolderParams", metadata=task,
           description="Images and class-index masks in two folders, paired by file name"),
         C("dataset", "coco_detection", "thelper_vision.dense_datasets:CocoDetection",
-          dp.CocoDetectionParams, aliases=("torchvision.datasets.CocoDetection",),
+          "thelper_vision.dense_params:CocoDetectionParams",
+          aliases=("torchvision.datasets.CocoDetection",),
           metadata=task, description="Images with boxes from a COCO-format JSON file"),
         C("dataset", "super_resolution_folder",
           "thelper_vision.dense_datasets:SuperResolutionFolder",
-          dp.SuperResolutionFolderParams, metadata=task,
+          "thelper_vision.dense_params:SuperResolutionFolderParams", metadata=task,
           description="Images (or tiles) as targets, downscaled copies as inputs"),
     ]
 
@@ -149,27 +150,29 @@ def _dense_datasets() -> list[ComponentInfo]:
 def _dense_models() -> list[ComponentInfo]:
     C = ComponentInfo
     infos = [
-        C("model", "unet", "thelper_vision.seg_models:unet", dp.UNetParams,
+        C("model", "unet", "thelper_vision.seg_models:unet",
+          "thelper_vision.dense_params:UNetParams",
           aliases=("thelper.nn.UNet", "thelper.nn.unet.UNet"),
           description="Small U-Net for segmentation (padded convs, batch norm)"),
         C("model", "small_fasterrcnn", "thelper_vision.det_models:small_fasterrcnn",
-          dp.SmallFasterRCNNParams,
+          "thelper_vision.dense_params:SmallFasterRCNNParams",
           description="Faster R-CNN with a small plain-CNN backbone, trainable on a CPU"),
-        C("model", "srcnn", "thelper_vision.dense_models:srcnn", dp.SRCNNParams,
+        C("model", "srcnn", "thelper_vision.dense_models:srcnn",
+          "thelper_vision.dense_params:SRCNNParams",
           aliases=("thelper.nn.SRCNN", "thelper.nn.srcnn.SRCNN"),
           description="SRCNN super-resolution network (optionally residual)"),
         C("model", "conv_autoencoder", "thelper_vision.dense_models:conv_autoencoder",
-          dp.ConvAutoencoderParams,
+          "thelper_vision.dense_params:ConvAutoencoderParams",
           description="Convolutional autoencoder with an optional linear bottleneck"),
     ]
-    for name in dp.SEGMENTATION_MODELS:
+    for name in SEGMENTATION_MODELS:
         infos.append(C("model", name, f"thelper_vision.seg_models:segmentation_zoo.{name}",
-                       dp.TorchvisionSegmentationParams,
+                       "thelper_vision.dense_params:TorchvisionSegmentationParams",
                        aliases=(f"torchvision.models.segmentation.{name}",),
                        description=f"torchvision {name} segmentation model (no download)"))
-    for name in dp.DETECTION_MODELS:
+    for name in DETECTION_MODELS:
         infos.append(C("model", name, f"thelper_vision.det_models:detection_zoo.{name}",
-                       dp.TorchvisionDetectionParams,
+                       "thelper_vision.dense_params:TorchvisionDetectionParams",
                        aliases=(f"torchvision.models.detection.{name}",),
                        description=f"torchvision {name} detector (no download)"))
     return infos
@@ -180,33 +183,36 @@ def _metrics() -> list[ComponentInfo]:
     mx = {"goal": "max"}
     return [
         C("loss", "detection_loss", "thelper_vision.detection:DetectionLoss",
-          dp.DetectionLossParams,
+          "thelper_vision.dense_params:DetectionLossParams",
           description="weighted sum of the losses a torchvision detector returns"),
         C("metric", "pixel_accuracy", "thelper_vision.metrics:PixelAccuracy",
-          dp.NoMetricParams, metadata=mx,
+          "thelper_vision.dense_params:NoMetricParams", metadata=mx,
           description="fraction of correctly classified pixels (ignore index skipped)"),
-        C("metric", "miou", "thelper_vision.metrics:MeanIoU", dp.NoMetricParams,
+        C("metric", "miou", "thelper_vision.metrics:MeanIoU",
+          "thelper_vision.dense_params:NoMetricParams",
           aliases=("mean_iou", "thelper.optim.IntersectionOverUnion"), metadata=mx,
           description="mean intersection over union of the classes (segmentation)"),
-        C("metric", "psnr", "thelper_vision.metrics:PSNR", dp.ImageQualityParams,
+        C("metric", "psnr", "thelper_vision.metrics:PSNR",
+          "thelper_vision.dense_params:ImageQualityParams",
           aliases=("thelper.optim.PSNR", "thelper.optim.metrics.PSNR"), metadata=mx,
           description="peak signal-to-noise ratio in dB, mean over images"),
-        C("metric", "ssim", "thelper_vision.metrics:SSIM", dp.SSIMParams, metadata=mx,
+        C("metric", "ssim", "thelper_vision.metrics:SSIM",
+          "thelper_vision.dense_params:SSIMParams", metadata=mx,
           description="structural similarity (Wang et al. 2004), mean over images"),
         C("metric", "mean_average_precision", "thelper_vision.det_metrics:MeanAveragePrecision",
-          dp.MeanAveragePrecisionParams,
+          "thelper_vision.dense_params:MeanAveragePrecisionParams",
           aliases=("map", "thelper.optim.AveragePrecision",
                    "thelper.optim.metrics.AveragePrecision"), metadata=mx,
           description="detection mAP, COCO style (one IoU threshold or 0.50:0.95)"),
         C("metric", "segmentation_masks", "thelper_vision.consumers:SegmentationMasks",
-          dp.SegmentationMasksParams,
+          "thelper_vision.dense_params:SegmentationMasksParams",
           description="predicted and true masks as palette PNGs, grid in TensorBoard"),
         C("metric", "detection_logger", "thelper_vision.consumers:DetectionLogger",
-          dp.DetectionLoggerParams,
+          "thelper_vision.dense_params:DetectionLoggerParams",
           aliases=("thelper.train.DetectLogger", "thelper.train.utils.DetectLogger"),
           description="detections of every image written as JSON"),
         C("metric", "detection_overlays", "thelper_vision.consumers:DetectionOverlays",
-          dp.DetectionOverlaysParams,
+          "thelper_vision.dense_params:DetectionOverlaysParams",
           description="images with true and detected boxes as PNGs, grid in TensorBoard"),
     ]
 

@@ -1,16 +1,18 @@
 """Params models of the example plugin's components.
 
-Torch-free on purpose: ``thelper config validate`` imports these (through
-:mod:`thelper_plugin_example.plugin`) to check a config, and must stay fast. Each field's
-docstring becomes its description in ``thelper config schema``; unknown keys are errors
-because :class:`thelper.registry.Params` sets ``extra="forbid"``.
+Torch-free on purpose: ``thelper config validate`` imports this module when a config names
+one of the example's components (:mod:`thelper_plugin_example.plugin` refers to the models by
+``"thelper_plugin_example.params:MoonsParams"`` strings, so other commands never import it),
+and must stay fast. Each field's docstring becomes its description in ``thelper config
+schema``; unknown keys are errors because :class:`thelper.params.Params` sets
+``extra="forbid"``.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from thelper.registry import Params
+from thelper.params import Params
 
 __all__ = ["MoonsParams", "RBFNetParams", "BalancedAccuracyParams"]
 

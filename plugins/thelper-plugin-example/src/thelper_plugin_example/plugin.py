@@ -1,8 +1,10 @@
 """Entry point of the example plugin (``[project.entry-points."thelper.plugins"]``).
 
-This module is imported by every ``thelper`` command, so it only *describes* components:
-factories are lazy ``"module:attr"`` strings and params models come from the torch-free
-:mod:`thelper_plugin_example.params`. Importing it never imports torch.
+This module is imported by every ``thelper`` command (``--help`` included), so it only
+*describes* components, with lazy ``"module:attr"`` strings: the factories (torch code) are
+imported when a component is built, and the params models (pydantic, in the torch-free
+:mod:`thelper_plugin_example.params`) when a config names the component. Importing this
+module imports neither torch nor pydantic, which keeps every command fast.
 
 Components:
     dataset ``example_moons``, model ``example_rbf_net``, metric
@@ -23,7 +25,6 @@ from typing import Any
 from thelper.plugins import hookimpl
 from thelper.registry import ComponentInfo
 from thelper_plugin_example import PLUGIN_PACKAGE
-from thelper_plugin_example.params import BalancedAccuracyParams, MoonsParams, RBFNetParams
 
 __all__ = ["thelper_register_components", "thelper_epoch_end", "EPOCHS_CSV"]
 
@@ -39,7 +40,7 @@ def thelper_register_components() -> list[ComponentInfo]:
             kind="dataset",
             name="example_moons",
             factory="thelper_plugin_example.datasets:TwoMoons",
-            params=MoonsParams,
+            params="thelper_plugin_example.params:MoonsParams",
             description="two interleaving half circles (scikit-learn make_moons), 2 classes",
             metadata={"provides_task": True},
         ),
@@ -47,14 +48,14 @@ def thelper_register_components() -> list[ComponentInfo]:
             kind="model",
             name="example_rbf_net",
             factory="thelper_plugin_example.models:RBFNet",
-            params=RBFNetParams,
+            params="thelper_plugin_example.params:RBFNetParams",
             description="radial basis function network with learned centres and widths",
         ),
         ComponentInfo(
             kind="metric",
             name="example_balanced_accuracy",
             factory="thelper_plugin_example.metrics:BalancedAccuracy",
-            params=BalancedAccuracyParams,
+            params="thelper_plugin_example.params:BalancedAccuracyParams",
             description="mean per-class recall, in [0, 1] (robust to class imbalance)",
             metadata={"goal": "max"},
         ),

@@ -27,8 +27,8 @@ from thelper.config.models import LoadersConfig
 from thelper.config.source import Loc
 from thelper.registry import Registry
 
-__all__ = ["Normalized", "normalize", "iter_slots", "used_components", "legacy_key_hint",
-           "LEGACY_KEYS"]
+__all__ = ["Normalized", "normalize", "iter_slots", "slot_component", "used_components",
+           "legacy_key_hint", "LEGACY_KEYS"]
 
 #: ``{(parent path pattern, key): hint}`` for thelper 0.6 keys; ``*`` matches one part.
 LEGACY_KEYS: dict[tuple[str, str], str] = {
@@ -129,6 +129,20 @@ def iter_slots(data: Any) -> Iterator[tuple[Loc, str, Any]]:
                     yield ("trainer", key, name), "metric", spec
 
 
+def slot_component(kind: str, value: Any, registry: Registry) -> str | None:
+    """Canonical name of the registered component a slot's ``type`` names, or ``None``.
+
+    A trainer without ``type`` is the ``default`` trainer; thelper 0.6's ``operation`` key is
+    read where ``type`` is missing.
+    """
+    if not isinstance(value, dict):
+        return None
+    name = value.get("type")
+    if name is None:
+        name = "default" if kind == "trainer" else value.get("operation")
+    return registry.canonical(kind, name) if isinstance(name, str) else None
+
+
 def used_components(data: Any, registry: Registry) -> dict[str, frozenset[str]]:
     """``{kind: canonical names}`` of the registered components a document names.
 
@@ -136,12 +150,7 @@ def used_components(data: Any, registry: Registry) -> dict[str, frozenset[str]]:
     """
     used: dict[str, set[str]] = {}
     for _, kind, value in iter_slots(data):
-        if not isinstance(value, dict):
-            continue
-        name = value.get("type")
-        if name is None:
-            name = "default" if kind == "trainer" else value.get("operation")
-        canonical = registry.canonical(kind, name) if isinstance(name, str) else None
+        canonical = slot_component(kind, value, registry)
         if canonical is not None:
             used.setdefault(kind, set()).add(canonical)
     default = registry.canonical("trainer", "default")

@@ -8,6 +8,10 @@ is cached per registry, so validating many configs in one process costs one buil
 Components of kind ``section`` declare extra top-level sections: ``name`` is the section's
 key and ``params`` its model (e.g. a plugin's ``viz:`` or ``annotator:`` section).
 
+Params models given as lazy ``"module:Attr"`` references are imported here, for the
+components a document names only (or for all of them for the JSON schema); a reference that
+cannot be imported raises :class:`~thelper.exceptions.PluginError`.
+
 Speed: the static bases read their field docstrings (``use_attribute_docstrings``), which
 pydantic does by re-reading and tokenising source code for *every* subclass. The members are
 created from docstring-free copies of the bases instead (the inherited fields keep their
@@ -23,7 +27,8 @@ from weakref import WeakKeyDictionary
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
 
 from thelper.config import models as m
-from thelper.registry import ComponentInfo, Params, Registry
+from thelper.params import Params
+from thelper.registry import ComponentInfo, Registry
 
 __all__ = ["session_model", "UNKNOWN_COMPONENT", "SECTION_KIND", "IMPORT_ADAPTERS",
            "PLACEHOLDER", "import_adapter"]
@@ -106,7 +111,7 @@ def _discriminator(registry: Registry, kind: str, default: str | None,
 
 def _member(base: type[BaseModel], info: ComponentInfo, default_type: bool,
             extra_fields: dict[str, Any]) -> type[BaseModel]:
-    params_model = info.params
+    params_model = info.params_model  # imports a lazy reference (PluginError if broken)
     required = any(f.is_required() for f in params_model.model_fields.values())
     params_field: Any = (params_model, _described(base, "params")) if required else (
         params_model, _described(base, "params", default_factory=params_model))
@@ -151,7 +156,8 @@ def _sections(registry: Registry) -> dict[str, Any]:
     for info in registry.components(SECTION_KIND):
         if info.name in m.SessionConfig.model_fields or not info.name.isidentifier():
             continue  # never shadow a core section
-        out[info.name] = (info.params | None, Field(None, description=info.description or None))
+        out[info.name] = (info.params_model | None,
+                          Field(None, description=info.description or None))
     return out
 
 
@@ -168,6 +174,10 @@ def session_model(registry: Registry,
             ones a document names; others are reported as unknown). Building a model for the
             ~10 components of one config is several times faster than for every registered
             one. ``None`` (for the JSON schema) takes every component.
+
+    Raises:
+        PluginError: The params model of one of these components cannot be imported (see
+            :attr:`~thelper.registry.ComponentInfo.params_model`).
     """
     key = None if only is None else frozenset((k, v) for k, v in only.items())
     per_registry = _CACHE.setdefault(registry, {})

@@ -41,7 +41,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # defer_build: validation goes through the run-time subclasses of thelper.config.dynamic,
+    # so building the core schema of every static base at import would be wasted start-up
+    # time (~50 ms); a model used directly builds it on first use.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, defer_build=True)
 
 
 class ComponentSpec(Section):

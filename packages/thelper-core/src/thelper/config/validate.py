@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from thelper.config.compat import Normalized, legacy_key_hint, normalize, used_components
+from thelper.config.compat import (
+    Normalized,
+    iter_slots,
+    legacy_key_hint,
+    normalize,
+    slot_component,
+    used_components,
+)
 from thelper.config.dynamic import UNKNOWN_COMPONENT, import_adapter, session_model
 from thelper.config.hints import legacy_type_hint, not_installed, suggest
 from thelper.config.imports import is_import_path
 from thelper.config.rules import cross_rules
 from thelper.config.source import ConfigDocument, Loc
-from thelper.exceptions import ConfigError, ConfigIssue
+from thelper.exceptions import ConfigError, ConfigIssue, PluginError
 from thelper.registry import Registry, closest
 
 __all__ = ["validate_document", "check_document", "format_issues"]
@@ -162,6 +169,13 @@ def _unknown_component(kind: str, value: Any, loc: Loc, registry: Registry,
         return (*loc, key), (f"'type' must be the name of a registered {kind} "
                              f"(got {_short(name)})")
     parts = [f"{name!r} is not a registered {kind}"]
+    refused = next((f for f in failures if getattr(f, "kind", None) == kind
+                    and name in getattr(f, "names", ())), None)
+    if refused is not None:  # e.g. its params module does not exist
+        dist = f" ({refused.distribution})" if refused.distribution else ""
+        parts.append(f"plugin {refused.name!r}{dist} registers it, but it was refused: "
+                     f"{refused.error}")
+        return (*loc, key), "; ".join(parts)
     legacy = legacy_type_hint(kind, name)
     if legacy:
         parts.append(legacy)
@@ -177,7 +191,8 @@ def _unknown_component(kind: str, value: Any, loc: Loc, registry: Registry,
 
 
 def _schema_issues(report: _Reporter, exc: ValidationError, registry: Registry,
-                   model: type[BaseModel], failures: Iterable[Any]) -> None:
+                   model: type[BaseModel], failures: Iterable[Any],
+                   reported: Collection[tuple[str, str]] = ()) -> None:
     data = report.norm.data
     for err in exc.errors(include_url=False):
         raw_loc = tuple(err["loc"])
@@ -185,7 +200,10 @@ def _schema_issues(report: _Reporter, exc: ValidationError, registry: Registry,
         etype = err["type"]
         if etype.startswith(UNKNOWN_COMPONENT + ":"):
             kind = etype.split(":", 1)[1]
-            loc, msg = _unknown_component(kind, _get(data, loc), loc, registry, failures)
+            value = _get(data, loc)
+            if (kind, slot_component(kind, value, registry)) in reported:
+                continue  # its params model cannot be imported: already reported
+            loc, msg = _unknown_component(kind, value, loc, registry, failures)
         elif etype == "extra_forbidden":
             key = str(loc[-1] if loc else raw_loc[-1])
             parent = report.norm.original(loc[:-1])
@@ -236,6 +254,20 @@ def _sort_key(item: tuple[int, ConfigIssue]) -> tuple[int, int, int, int]:
     return 1, 0, 0, index
 
 
+def _unimportable_params(registry: Registry,
+                         used: dict[str, frozenset[str]]) -> dict[tuple[str, str], str]:
+    """``{(kind, name): message}`` of the used components whose params model (a lazy
+    reference) cannot be imported; importing the others here warms their cache."""
+    broken: dict[tuple[str, str], str] = {}
+    for kind, names in used.items():
+        for name in names:
+            try:
+                _ = registry.get(kind, name).params_model
+            except PluginError as exc:
+                broken[(kind, name)] = str(exc)
+    return broken
+
+
 def check_document(doc: ConfigDocument, registry: Registry, *,
                    failures: Iterable[Any] = ()) -> tuple[Any, list[ConfigIssue]]:
     """Validate ``doc``; return the typed config (or ``None``) and every issue found.
@@ -253,15 +285,30 @@ def check_document(doc: ConfigDocument, registry: Registry, *,
     failures = list(failures)
     norm = normalize(doc.data, registry)
     report = _Reporter(doc, norm)
-    model = session_model(registry, used_components(norm.data, registry))
+    used = used_components(norm.data, registry)
+    broken = _unimportable_params(registry, used)
+    unplaced = dict(broken)
+    for loc, kind, value in iter_slots(norm.data):
+        key = (kind, slot_component(kind, value, registry) or "")
+        if key in broken:
+            report.emit((*loc, "type") if "type" in value else loc, broken[key])
+            unplaced.pop(key, None)
+    for message in unplaced.values():  # e.g. the implicit default trainer
+        report.emit((), message)
+    used = {k: frozenset(n for n in names if (k, n) not in broken) for k, names in used.items()}
     config: Any = None
     try:
-        config = model.model_validate(norm.data)
-    except ValidationError as exc:
-        _schema_issues(report, exc, registry, model, failures)
-    except Exception as exc:  # noqa: BLE001 - a params model's own validator crashed
-        report.emit((), f"a params model raised {type(exc).__name__} while validating: {exc} "
-                        "(this is a bug in the plugin that registers it)")
+        model = session_model(registry, used)
+    except PluginError as exc:  # e.g. the params model of a plugin's top-level section
+        report.emit((), str(exc))
+    else:
+        try:
+            config = model.model_validate(norm.data)
+        except ValidationError as exc:
+            _schema_issues(report, exc, registry, model, failures, reported=broken)
+        except Exception as exc:  # noqa: BLE001 - a params model's own validator crashed
+            report.emit((), f"a params model raised {type(exc).__name__} while validating: "
+                            f"{exc} (this is a bug in the plugin that registers it)")
     cross_rules(norm, registry, report.emit, failures)
     issues = [i for _, i in sorted(enumerate(report.issues), key=_sort_key)]
     return (config if not issues else None), issues

@@ -7,13 +7,23 @@ of an uninterrupted run:
 
 * the order of an epoch is a permutation drawn from ``(worker seed, epoch)`` by
   :class:`EpochSampler`, which can start at any position of that permutation;
-* the random transforms of a sample are seeded from ``(augmentation seed, epoch, index)``
-  (torch, NumPy and ``random``), so they do not depend on which worker loads the sample or
-  on what was loaded before; they differ between epochs and repeat after a resume.
+* the random transforms are seeded once per batch, from ``(augmentation seed, epoch, the
+  batch's sample indices)`` (torch's CPU generator, NumPy and ``random``), and the samples
+  of the batch then draw in order. A batch is always loaded whole by one process
+  (:meth:`SplitDataset.__getitems__`) and a mid-epoch resume restarts at a batch boundary,
+  so the draws depend neither on the worker nor on what was loaded before; they differ
+  between epochs and repeat after a resume. ``dataset[i]`` alone is a batch of one.
+
+Seeding per batch rather than per sample is for speed: reseeding costs tens of microseconds
+(``SeedSequence``, saving and restoring the generator), about as much as a small
+augmentation, so per sample it made the digits example's loader 3-4 times slower than a
+plain ``DataLoader`` (``benchmarks/bench_data.py``).
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 from thelper.data.datasets import as_sample
 from thelper.exceptions import DataError
 
-__all__ = ["SplitDataset", "Compose", "EpochSampler", "epoch_seed", "seed_worker",
+__all__ = ["SplitDataset", "Compose", "EpochSampler", "epoch_seed", "batch_seed", "seed_worker",
            "make_loader", "SKIPPED_KEY"]
 
 #: Batch key holding the number of samples skipped in that batch (``skip_bad_samples``).
@@ -38,8 +48,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
                >> np.uint64(1))
 
 
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(epoch), int(index)])
+def batch_seed(seed: int, epoch: int, indices: Sequence[int]) -> int:
+    """The 32-bit augmentation seed of the batch of split samples ``indices``.
+
+    The first 32-bit word of ``numpy.random.SeedSequence([seed, epoch, *indices])`` (NumPy's
+    global seeding accepts at most 32 bits). Hashing every index, not just the first, keeps
+    two batches that start with the same sample (samplers drawing with replacement) from
+    sharing their random draws. About 80 µs for 32 indices.
+    """
+    return int(np.random.SeedSequence([int(seed), int(epoch), *map(int, indices)])
                .generate_state(1, np.uint32)[0])
 
 
@@ -83,10 +100,10 @@ class EpochSampler(Sampler[int]):
 
 
 class _SeededRNG:
-    """Seed torch's CPU generator, NumPy and ``random`` for one sample.
+    """Seed torch's CPU generator, NumPy and ``random`` for one batch's transforms.
 
     In the main process the CPU generator's state is restored afterwards (dropout draws from
-    it); NumPy's and ``random``'s states are left as a function of (seed, epoch, index), since
+    it); NumPy's and ``random``'s states are left as a function of (seed, epoch, batch), since
     the training step draws nothing from them. ``torch.default_generator.manual_seed`` is
     used rather than ``torch.manual_seed``, which also queues a lazy CUDA seed that records a
     formatted stack trace (measured at 0.35 ms or more per call: most of the loader's cost).
@@ -174,18 +191,48 @@ class SplitDataset(Dataset):
         self.epoch = 1
         self.skip_bad_samples = skip_bad_samples
         self.label_maps = {k: torch.as_tensor(v) for k, v in (label_maps or {}).items()}
-        self._offsets = np.cumsum([0] + [len(idx) for _, _, idx in self.parts])
+        self._offsets = [0, *itertools.accumulate(len(idx) for _, _, idx in self.parts)]
 
     def __len__(self) -> int:
-        return int(self._offsets[-1])
+        return self._offsets[-1]
 
     def locate(self, index: int) -> tuple[str, Dataset, int]:
-        """``(dataset name, dataset, index in that dataset)`` of split sample ``index``."""
-        part = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        """``(dataset name, dataset, index in that dataset)`` of split sample ``index``.
+
+        Raises:
+            IndexError: ``index`` is outside ``[0, len(self))``.
+        """
+        if not 0 <= index < self._offsets[-1]:
+            raise IndexError(f"split sample {index} out of range (size {self._offsets[-1]})")
+        part = bisect.bisect_right(self._offsets, index) - 1
         name, ds, idx = self.parts[part]
-        return name, ds, idx[index - int(self._offsets[part])]
+        return name, ds, idx[index - self._offsets[part]]
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
+        """Sample ``index``, its transforms seeded as a batch of one (see the module doc)."""
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any] | None]:
+        """The samples of one batch, in order (what ``DataLoader`` calls per batch).
+
+        The transforms of the whole batch run under one seed,
+        :func:`batch_seed` ``(seed, epoch, indices)``.
+
+        Returns:
+            One dict per index; ``None`` for an unreadable sample when
+            ``skip_bad_samples`` is set.
+
+        Raises:
+            DataError: An unreadable sample (naming the dataset and its index) or a sample
+                without the task's input key.
+        """
+        indices = [int(i) for i in indices]
+        if self.transform is None or not indices:
+            return [self._load(i) for i in indices]
+        with _SeededRNG(batch_seed(self.seed, self.epoch, indices)):
+            return [self._load(i) for i in indices]
+
+    def _load(self, index: int) -> dict[str, Any] | None:
         name, ds, i = self.locate(index)
         try:
             sample = as_sample(ds[i])
@@ -203,8 +250,7 @@ class SplitDataset(Dataset):
                             f"(keys: {', '.join(map(str, sample))}); set the task's input_key")
         if self.transform is not None:
             sample = dict(sample)
-            with _SeededRNG(_sample_seed(self.seed, self.epoch, index)):
-                sample[self.input_key] = self.transform(sample[self.input_key])
+            sample[self.input_key] = self.transform(sample[self.input_key])
         remap = self.label_maps.get(name)
         if remap is not None and self.label_key in sample:
             label = sample[self.label_key]

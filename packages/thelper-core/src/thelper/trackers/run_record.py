@@ -5,6 +5,9 @@
 ``best`` (monitored metric, value, epoch), ``test`` (final metrics of the best model),
 ``seeds``, ``platform``, ``git``, ``started_at``, ``ended_at``, ``resumed_at`` and
 ``checkpoints``. It is rewritten atomically after every event, so it is always valid JSON.
+
+Every ``thelper`` command imports this module (it is a plugin of the core), so the session
+helpers are imported inside the hooks, which only run during a session.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from thelper.plugins import hookimpl
-from thelper.session import flatten_hparams, git_info, now, platform_info, write_json
 
 KEY = "run-record"
 
@@ -38,6 +40,8 @@ def _record(session: Any) -> dict[str, Any]:
 
 
 def _write(session: Any) -> None:
+    from thelper.session import write_json
+
     rec = _record(session)
     rec["metrics"] = session.history
     write_json(_path(session), rec)
@@ -45,6 +49,8 @@ def _write(session: Any) -> None:
 
 @hookimpl
 def thelper_session_start(session: Any) -> None:
+    from thelper.session import flatten_hparams, git_info, now, platform_info
+
     rec = _record(session)
     if session.resumed and rec.get("started_at"):
         rec.setdefault("resumed_at", []).append(now())
@@ -106,6 +112,8 @@ def thelper_evaluation_end(session: Any, split: str, epoch: int, metrics: dict[s
 
 @hookimpl
 def thelper_session_end(session: Any, status: str, error: BaseException | None) -> None:
+    from thelper.session import now
+
     rec = _record(session)
     rec["status"] = status
     rec["error"] = None if error is None else f"{type(error).__name__}: {error}"
