@@ -13,7 +13,7 @@ import yaml
 
 from thelper.cli import main
 from thelper.config import document_from_dict
-from thelper.exceptions import SessionError
+from thelper.exceptions import ConfigError, SessionError
 from thelper.plugins import ThelperPluginManager, hookimpl
 from thelper.runner import resume_session, run_session
 
@@ -163,6 +163,17 @@ def test_resume_with_more_epochs(tmp_path, mlp_config):
     ckpt = torch.load(resumed.session_dir / "checkpoints" / "ckpt.latest.pt",
                       weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["config"]["trainer"]["epochs"] == 2
+
+
+def test_resume_refuses_to_change_the_seeds(tmp_path, mlp_config):
+    mlp_config["trainer"]["epochs"] = 1
+    s = run_session(document_from_dict(mlp_config), tmp_path)
+    before = (s.session_dir / "checkpoints" / "ckpt.latest.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"keeps its seeds \(seeds.torch: recorded 0, asked 7\)"
+                       r".*config.latest.yaml"):
+        resume_session(s.session_dir, ["trainer.epochs=2", "seeds.torch=7"])
+    assert (s.session_dir / "checkpoints" / "ckpt.latest.pt").read_bytes() == before
+    resume_session(s.session_dir, ["trainer.epochs=2", "seeds.torch=0"])  # unchanged: fine
 
 
 def test_unwritable_save_dir_is_a_clear_error(tmp_path, mlp_config):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from thelper.config import ConfigDocument, document_from_dict, validate_document
-from thelper.exceptions import CheckpointError, SessionError
+from thelper.exceptions import CheckpointError, ConfigError, SessionError
 from thelper.logs import attach_file_handler, setup_logging
 from thelper.plugins import ThelperPluginManager, get_plugin_manager
 from thelper.session import Session, create_session_dir, draw_seeds, flatten_hparams, probe_writable
@@ -174,7 +174,8 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
 
     Raises:
         CheckpointError: No usable checkpoint.
-        ConfigError: The stored config (with overrides) is invalid.
+        ConfigError: The stored config (with overrides) is invalid, or the overrides
+            change a seed (a resumed session replays its recorded seeds).
     """
     setup_logging()
     pm = pm or get_plugin_manager()
@@ -204,6 +205,17 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
     probe_writable(session_dir)
     stored = (ckpt or {}).get("seeds") or config.get("seeds") or {}
     seeds = {k: int(v) for k, v in stored.items() if v is not None}
+    changed = sorted(k for k, v in cfg.seeds.model_dump().items()
+                     if v is not None and k in seeds and int(v) != seeds[k])
+    if changed:  # by --set: refuse rather than ignore it
+        raise ConfigError(
+            "a resumed session keeps its seeds ("
+            + ", ".join(f"seeds.{k}: recorded {seeds[k]}, asked {getattr(cfg.seeds, k)}"
+                        for k in changed)
+            + "): resuming replays the recorded seeds so that the run continues exactly; "
+            "drop that --set, or start a new "
+            "session with 'thelper run "
+            f"{session_dir / 'config.latest.yaml'} --set seeds...'")
     seeds = draw_seeds({**cfg.seeds.model_dump(), **seeds})
     session = Session(name=cfg.name, session_dir=session_dir,
                       config=_config_dump(cfg, seeds), cfg=cfg, seeds=seeds, plugins=pm,
