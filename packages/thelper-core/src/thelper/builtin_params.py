@@ -33,6 +33,11 @@ class NoParams(Params):
 
 
 # ------------------------------------------------------------------------------- tasks
+def _key_as_str(value: Any) -> Any:
+    """Sample keys are strings; 0.6 configs name tuple positions as ints (``input_key: 0``)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class ClassificationParams(Params):
     """Params of the ``classification`` task."""
 
@@ -61,10 +66,7 @@ class ClassificationParams(Params):
             raise ValueError(f"class names must be unique; repeated: {', '.join(dupes)}")
         return value
 
-    @field_validator("input_key", "label_key", mode="before")
-    @classmethod
-    def _key_str(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    _key_str = field_validator("input_key", "label_key", mode="before")(_key_as_str)
 
 
 Bound = float | list[float]
@@ -109,10 +111,7 @@ class RegressionParams(Params):
             raise ValueError(f"target_std must be > 0 (got {value})")
         return value
 
-    @field_validator("input_key", "label_key", mode="before")
-    @classmethod
-    def _key_str(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    _key_str = field_validator("input_key", "label_key", mode="before")(_key_as_str)
 
 
 # ---------------------------------------------------------------------------- datasets
