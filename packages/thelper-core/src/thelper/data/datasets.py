@@ -15,32 +15,27 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from thelper.config.imports import (
+    DEFAULT_IMPORT_PREFIXES,
+    allow_list_message,
+    import_allowed,
+    split_import_path,
+)
 from thelper.exceptions import ConfigError, DataError
 from thelper.tasks import Classification, Task
 
 __all__ = ["SklearnDataset", "TorchDatasetAdapter", "DEFAULT_IMPORT_PREFIXES", "check_import_allowed",
            "as_sample"]
 
-#: Module prefixes that ``class_path`` params may import without ``imports.allow``.
-DEFAULT_IMPORT_PREFIXES = ("torch", "torchvision", "thelper")
-
-
 def check_import_allowed(class_path: str, allow: Iterable[str] = ()) -> None:
-    """Refuse import paths outside the allow-list.
+    """Refuse import paths outside the allow-list (the rule of :mod:`thelper.config.imports`,
+    which ``thelper config validate`` applies before anything runs).
 
     Raises:
         ConfigError: The module is not under an allowed prefix; the message says how to allow it.
     """
-    module = class_path.replace(":", ".").rsplit(".", 1)[0]
-    prefixes = (*DEFAULT_IMPORT_PREFIXES, *allow)
-    root = module.split(".")[0]
-    ok = any(module == p or module.startswith(p + ".") or
-             (p in DEFAULT_IMPORT_PREFIXES and root.startswith(p + "_")) for p in prefixes)
-    if not ok:
-        raise ConfigError(
-            f"class_path {class_path!r}: module {module!r} is not in the import allow-list "
-            f"({', '.join(prefixes)}); add it to the config, e.g. imports: {{allow: [{root}]}}"
-        )
+    if not import_allowed(class_path, allow):
+        raise ConfigError(f"class_path {class_path!r}: {allow_list_message(class_path, allow)}")
 
 
 def import_object(class_path: str) -> Any:
@@ -49,10 +44,7 @@ def import_object(class_path: str) -> Any:
     Raises:
         ConfigError: The module or attribute does not exist.
     """
-    if ":" in class_path:
-        module_name, attr = class_path.split(":", 1)
-    else:
-        module_name, _, attr = class_path.rpartition(".")
+    module_name, attr = split_import_path(class_path)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
