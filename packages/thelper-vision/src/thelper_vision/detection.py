@@ -17,7 +17,7 @@ from torch import nn
 from thelper.exceptions import ConfigError
 from thelper.tasks import Task
 from thelper_vision.joint import IMAGE, as_float_image, plain
-from thelper_vision.tasks import DEFAULT_COLORS
+from thelper_vision.tasks import class_palette, parse_color_map
 
 __all__ = ["Detection", "DetectionCollate", "DetectionLoss", "to_xyxy"]
 
@@ -169,10 +169,7 @@ class Detection(Task):
         self.class_names = [str(c) for c in class_names]
         if not self.class_names:
             raise ConfigError("a detection task needs at least one class name")
-        self.color_map = {str(k): [int(c) for c in v] for k, v in (color_map or {}).items()}
-        unknown = sorted(set(self.color_map) - set(self.class_names))
-        if unknown:
-            raise ConfigError(f"color_map names unknown classes: {', '.join(unknown)}")
+        self.color_map = parse_color_map(color_map, self.class_names)
         self.min_box_size = float(min_box_size)
         self.eval_loss = bool(eval_loss)
 
@@ -182,12 +179,8 @@ class Detection(Task):
         return len(self.class_names)
 
     def palette(self) -> list[tuple[int, int, int]]:
-        """RGB colour of each class index."""
-        out = []
-        for i, name in enumerate(self.class_names):
-            rgb = self.color_map.get(name) or DEFAULT_COLORS[(i + 1) % len(DEFAULT_COLORS)]
-            out.append((int(rgb[0]), int(rgb[1]), int(rgb[2])))
-        return out
+        """RGB colour of each class index (the first default colour is the background's)."""
+        return class_palette(self.class_names, self.color_map, offset=1)
 
     def params(self) -> dict[str, Any]:
         return {"class_names": list(self.class_names), **super().params(),

@@ -17,7 +17,8 @@ from thelper.exceptions import ConfigError, DataError
 from thelper.tasks import Task
 from thelper_vision.joint import DenseCollate, as_float_image
 
-__all__ = ["Segmentation", "SuperResolution", "Autoencoding", "DEFAULT_COLORS", "model_output"]
+__all__ = ["Segmentation", "SuperResolution", "Autoencoding", "DEFAULT_COLORS", "model_output",
+           "class_palette", "parse_color_map"]
 
 #: Default class colours (RGB), cycled when a task has more classes: black background, then
 #: the colours of matplotlib's ``tab10``.
@@ -26,6 +27,31 @@ DEFAULT_COLORS: list[tuple[int, int, int]] = [
     (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34),
     (23, 190, 207),
 ]
+
+
+def parse_color_map(color_map: Mapping[str, Sequence[int]] | None,
+                    class_names: Sequence[str]) -> dict[str, list[int]]:
+    """``{class name: [r, g, b]}`` from a config's ``color_map``.
+
+    Raises:
+        ConfigError: A name is not one of ``class_names``.
+    """
+    parsed = {str(k): [int(c) for c in v] for k, v in (color_map or {}).items()}
+    unknown = sorted(set(parsed) - set(class_names))
+    if unknown:
+        raise ConfigError(f"color_map names unknown classes: {', '.join(unknown)}")
+    return parsed
+
+
+def class_palette(class_names: Sequence[str], color_map: Mapping[str, Sequence[int]],
+                  offset: int = 0) -> list[tuple[int, int, int]]:
+    """RGB colour of each class index: ``color_map``'s, else ``DEFAULT_COLORS[i + offset]``
+    (cycling); detection uses ``offset=1`` to leave the first colour to the background."""
+    out = []
+    for i, name in enumerate(class_names):
+        rgb = color_map.get(name) or DEFAULT_COLORS[(i + offset) % len(DEFAULT_COLORS)]
+        out.append((int(rgb[0]), int(rgb[1]), int(rgb[2])))
+    return out
 
 
 def model_output(outputs: Any) -> Any:
@@ -78,10 +104,7 @@ class Segmentation(Task):
             raise ConfigError(f"ignore_index {self.ignore_index} is the index of class "
                               f"{self.class_names[self.ignore_index]!r}; use a value outside "
                               f"0..{len(self.class_names) - 1} (e.g. 255)")
-        self.color_map = {str(k): [int(c) for c in v] for k, v in (color_map or {}).items()}
-        unknown = sorted(set(self.color_map) - set(self.class_names))
-        if unknown:
-            raise ConfigError(f"color_map names unknown classes: {', '.join(unknown)}")
+        self.color_map = parse_color_map(color_map, self.class_names)
 
     @property
     def num_classes(self) -> int:
@@ -90,11 +113,7 @@ class Segmentation(Task):
 
     def palette(self) -> list[tuple[int, int, int]]:
         """RGB colour of each class index."""
-        out = []
-        for i, name in enumerate(self.class_names):
-            rgb = self.color_map.get(name) or DEFAULT_COLORS[i % len(DEFAULT_COLORS)]
-            out.append((int(rgb[0]), int(rgb[1]), int(rgb[2])))
-        return out
+        return class_palette(self.class_names, self.color_map)
 
     def params(self) -> dict[str, Any]:
         return {"class_names": list(self.class_names), **super().params(),
