@@ -10,14 +10,13 @@ lists of ``(C, H, W)`` float tensors in ``[0, 1]``; the detectors resize them (`
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
 from thelper_vision.dense_params import DETECTION_MODELS
-from thelper_vision.models import _first_conv, _load_weights, _num_classes, _replace_first_conv
+from thelper_vision.models import _adapt_and_load, _num_classes
 
 __all__ = ["DETECTION_MODELS", "torchvision_detection", "small_fasterrcnn", "detection_zoo"]
 
@@ -89,13 +88,7 @@ def torchvision_detection(name: str, *, task: Any = None, in_channels: int = 3,
             kwargs["max_size"] = max_size
     model = get_model(name, weights=None, weights_backbone=None,
                       num_classes=_num_classes(task, name) + 1, **kwargs)
-    conv_name = None
-    if in_channels != _first_conv(model)[1].in_channels:
-        conv_name = _replace_first_conv(model, in_channels)
-    if weights_path is not None:
-        _load_weights(model, os.path.expanduser(weights_path),
-                      conv_name or _first_conv(model)[0], in_channels, weights_strict)
-    return model
+    return _adapt_and_load(model, in_channels, weights_path, weights_strict)
 
 
 class _SmallBackbone(nn.Sequential):

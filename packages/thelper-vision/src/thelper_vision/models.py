@@ -148,6 +148,20 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def _adapt_and_load(model: nn.Module, in_channels: int, weights_path: str | None,
+                    strict: bool) -> nn.Module:
+    """Give ``model`` a first convolution with ``in_channels`` inputs if it has another
+    number, then load ``weights_path`` (adapting that convolution's weights; see
+    :func:`_load_weights`). Returns ``model``."""
+    first_conv = None
+    if in_channels != _first_conv(model)[1].in_channels:
+        first_conv = _replace_first_conv(model, in_channels)
+    if weights_path is not None:
+        _load_weights(model, os.path.expanduser(weights_path),
+                      first_conv or _first_conv(model)[0], in_channels, strict)
+    return model
+
+
 def _load_weights(model: nn.Module, path: str, first_conv: str | None, in_channels: int,
                   strict: bool) -> None:
     state = _read_state_dict(path)
@@ -202,14 +216,7 @@ def torchvision_model(name: str, *, task: Any = None, in_channels: int = 3,
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise ValueError(f"{name!r} is not a torchvision classification model")
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    first_conv = None
-    if in_channels != _first_conv(model)[1].in_channels:
-        first_conv = _replace_first_conv(model, in_channels)
-    if weights_path is not None:
-        conv_name = first_conv or _first_conv(model)[0]
-        _load_weights(model, os.path.expanduser(weights_path), conv_name, in_channels,
-                      weights_strict)
-    return model
+    return _adapt_and_load(model, in_channels, weights_path, weights_strict)
 
 
 class _TorchvisionZoo:

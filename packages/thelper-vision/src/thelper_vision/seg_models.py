@@ -6,7 +6,6 @@ an ``nn.Module`` mapping images ``(N, C, H, W)`` float to logits ``(N, K, H, W)`
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from thelper_vision.dense_params import SEGMENTATION_MODELS
-from thelper_vision.models import _first_conv, _load_weights, _num_classes, _replace_first_conv
+from thelper_vision.models import _adapt_and_load, _num_classes
 
 __all__ = ["UNet", "unet", "OutputOf", "torchvision_segmentation", "SEGMENTATION_MODELS",
            "segmentation_zoo"]
@@ -59,13 +58,7 @@ def torchvision_segmentation(name: str, *, task: Any = None, in_channels: int = 
                          f"{', '.join(SEGMENTATION_MODELS)}")
     model = get_model(name, weights=None, weights_backbone=None,
                       num_classes=_num_classes(task, name), aux_loss=False)
-    conv_name = None
-    if in_channels != _first_conv(model)[1].in_channels:
-        conv_name = _replace_first_conv(model, in_channels)
-    if weights_path is not None:
-        _load_weights(model, os.path.expanduser(weights_path),
-                      conv_name or _first_conv(model)[0], in_channels, weights_strict)
-    return OutputOf(model)
+    return OutputOf(_adapt_and_load(model, in_channels, weights_path, weights_strict))
 
 
 class _Block(nn.Sequential):
