@@ -135,9 +135,13 @@ class TupleDataset(Dataset):
 
 
 def batch_seed(seed: int, epoch: int, indices: Sequence[int]) -> int:
-    """thelper's per-batch augmentation seed (``SeedSequence([seed, epoch, *indices])``)."""
-    return int(np.random.SeedSequence([int(seed), int(epoch), *map(int, indices)])
-               .generate_state(1, np.uint32)[0])
+    """thelper's per-batch augmentation seed: BLAKE2b of ``seed, epoch, *indices`` as int64."""
+    import hashlib
+    import struct
+
+    values = (int(seed), int(epoch), *map(int, indices))
+    digest = hashlib.blake2b(struct.pack(f"<{len(values)}q", *values), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
 
 
 def seeded_call(fn: Callable[[], Any], seed: int) -> Any:

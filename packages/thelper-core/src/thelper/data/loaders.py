@@ -23,8 +23,10 @@ plain ``DataLoader`` (``benchmarks/bench_data.py``).
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import random
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,13 +53,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def batch_seed(seed: int, epoch: int, indices: Sequence[int]) -> int:
     """The 32-bit augmentation seed of the batch of split samples ``indices``.
 
-    The first 32-bit word of ``numpy.random.SeedSequence([seed, epoch, *indices])`` (NumPy's
-    global seeding accepts at most 32 bits). Hashing every index, not just the first, keeps
-    two batches that start with the same sample (samplers drawing with replacement) from
-    sharing their random draws. About 80 µs for 32 indices.
+    The first 4 bytes (little-endian) of the BLAKE2b hash (:mod:`hashlib`) of
+    ``seed, epoch, *indices`` packed as little-endian int64. 32 bits because NumPy's global
+    seeding accepts no more. Hashing every index, not just the first, keeps two batches that
+    start with the same sample (samplers drawing with replacement) from sharing their random
+    draws. About 2 µs for 32 indices (``numpy.random.SeedSequence`` over the same values took
+    about 110 µs, 0.5-1 % of a digits training step).
     """
-    return int(np.random.SeedSequence([int(seed), int(epoch), *map(int, indices)])
-               .generate_state(1, np.uint32)[0])
+    values = (int(seed), int(epoch), *map(int, indices))
+    digest = hashlib.blake2b(struct.pack(f"<{len(values)}q", *values), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
 
 
 class EpochSampler(Sampler[int]):
