@@ -53,8 +53,8 @@ def _segmentation(tmp_path: Path, sets: list[str]) -> tuple[dict, dict]:
 
 
 def test_coins_segmentation_beats_majority_class(tmp_path):
-    run, baseline = _segmentation(tmp_path, ["trainer.epochs=6", "trainer.optimization."
-                                             "scheduler.params.T_max=6"])
+    run, baseline = _segmentation(tmp_path, ["trainer.epochs=8", "trainer.optimization."
+                                             "scheduler.params.T_max=8"])
     assert baseline["majority_miou"] == pytest.approx(0.3085, abs=1e-3)
     assert run["test"]["miou"] > baseline["majority_miou"] + 0.3, run["test"]
     assert run["test"]["pixel_accuracy"] > baseline["majority_pixel_accuracy"]
