@@ -29,11 +29,15 @@ def test_short_commands(args, short):
 def test_validate_runs_paused_and_restores_the_collector(capsys):
     assert gc.isenabled()
     seen = []
-    gc.callbacks.append(lambda phase, info: seen.append(phase))
+
+    def record(phase, info):
+        seen.append(phase)
+
+    gc.callbacks.append(record)
     try:
         assert main(["config", "validate", EXAMPLE]) == 0
     finally:
-        gc.callbacks.pop()
+        gc.callbacks.remove(record)
     assert gc.isenabled()  # restored for the caller
     assert "valid" in capsys.readouterr().out.lower()
     assert seen == []  # no automatic collection while the command ran
@@ -53,7 +57,7 @@ def test_run_trains_with_the_collector_on(monkeypatch, tmp_path):
     assert state == {"enabled": True}
 
 
-def test_a_disabled_collector_stays_disabled(monkeypatch, tmp_path):
+def test_a_disabled_collector_stays_disabled():
     """An embedding program that turned the collector off keeps it off."""
     gc.disable()
     try:
