@@ -2,8 +2,12 @@
 
 Both sides train the same model from the same initial weights on the same samples, in the
 same batch order, with the same augmentations and dropout masks (every epoch is seeded as
-``Trainer._seed_epoch`` does), and their epochs alternate (thelper, raw, raw, thelper, ...)
-so that both see the same machine load. The timed region is one training epoch:
+``Trainer._seed_epoch`` does). Their steps interleave: after each of thelper's steps, one step
+of each raw loop runs (``benchlib.InterleavedLoader``; each side keeps its own RNG stream), and
+each side's epoch time is the sum of its own spans. Both sides thus run in the same seconds: on
+this shared 2-core machine an epoch's time varies by up to 15 % from one epoch to the next,
+so alternating whole epochs could not resolve a 2 % difference. The timed region is one
+training epoch:
 
 * thelper: the real ``Trainer.train_epoch`` of a session built as ``thelper.runner`` builds
   it: loader iteration over ``SplitDataset`` (dict samples, transforms), ``task.to_device``,
@@ -70,12 +74,12 @@ def bench_case(case: str, metrics: bool, n: int | None, repeats: int, epochs: in
     for r in range(repeats):
         load.append(bl.loadavg().split()[0])
         th, tmp = bl.thelper_session(cfg)
-        runs = {"thelper": th, "raw": bl.RawRun(case, indices, n=n),
+        runs = {"raw": bl.RawRun(case, indices, n=n),
                 "exact": bl.RawRun(case, indices, n=n, exact=True)}
         steps = len(runs["raw"].loader)
         for epoch in range(1, epochs + 1):
-            k = (r * epochs + epoch) % len(SIDES)  # rotate the order every epoch
-            res = {side: runs[side].train_epoch(epoch) for side in SIDES[k:] + SIDES[:k]}
+            mine, theirs = th.train_epoch_interleaved(epoch, [runs["raw"], runs["exact"]])
+            res = {"thelper": mine, "raw": theirs[0], "exact": theirs[1]}
             max_diff = max(max_diff, abs(res["thelper"][2] - res["exact"][2]))
             if epoch == 1:
                 continue  # warm-up
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nraw: plain loop, augmentations from the global RNG. exact: the same loop with "
           "thelper's per-batch\naugmentation seeding replicated by hand (its losses must "
           "equal thelper's). Medians of the\ntimed epochs; ratios are medians of the "
-          "per-epoch ratios (sides alternate every epoch).")
+          "per-epoch ratios (the sides' steps interleave).")
     print(f"\nload average at the end: {bl.loadavg()}; torch {torch.__version__}")
     bl.dump_json(args.json, results)
     if not ok:

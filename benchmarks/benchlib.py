@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["SampleCrops", "TupleDataset", "ThelperRun", "RawRun", "RawSimpleCNN",
+__all__ = ["SampleCrops", "TupleDataset", "ThelperRun", "RawRun", "InterleavedLoader", "RawSimpleCNN",
            "case_config", "digits_config", "resnet18_config", "thelper_session", "epoch_seed",
            "batch_seed", "seeded_call", "EpochPermutation", "mean_loss", "dump_json",
            "loadavg", "machine_line", "median", "print_table", "CASES", "SEEDS"]
@@ -307,6 +307,33 @@ class ThelperRun:
         out = self.trainer.train_epoch(epoch)
         return time.perf_counter() - t0, time.process_time() - c0, out["loss"]
 
+    def train_epoch_interleaved(self, epoch: int, others: Sequence[RawRun]
+                                ) -> tuple[tuple[float, float, float], list[tuple[float, float, float]]]:
+        """Time ``Trainer.train_epoch`` with one step of every ``others`` run after each of
+        thelper's steps, in the same time window (see :class:`InterleavedLoader`).
+
+        Each side keeps its own CPU RNG stream (swapped in and out outside the timed spans),
+        so thelper's dropout masks and losses are those of an uninterleaved epoch.
+
+        Returns:
+            ``((wall s, CPU s, mean loss) of thelper, [the same for each of others])``; each
+            side's time is the sum of its own spans only.
+        """
+        for other in others:
+            other.begin_epoch(epoch)
+        self.trainer._seed_epoch(epoch)
+        loaders = self.trainer.data.loaders
+        real = loaders["train"]
+        loaders["train"] = wrapped = InterleavedLoader(real, others)
+        try:
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = self.trainer.train_epoch(epoch)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        finally:
+            loaders["train"] = real
+        mine = (wall - wrapped.paused[0], cpu - wrapped.paused[1], out["loss"])
+        return mine, [other.end_epoch() for other in others]
+
     @staticmethod
     def check_replica() -> None:
         """Check that :func:`epoch_seed` and :func:`batch_seed` restate thelper's.
@@ -323,6 +350,41 @@ class ThelperRun:
     def train_indices(self) -> dict[str, list[int]]:
         """``{dataset: train indices}`` thelper's split drew."""
         return {name: list(idx["train"]) for name, idx in self.data.indices.items()}
+
+
+class InterleavedLoader:
+    """thelper's training loader, running one step of each raw run between two of its batches.
+
+    When the trainer asks for its next batch, every raw run (:meth:`RawRun.step`) takes one
+    step first, in an order that rotates from step to step; the time this takes is added to
+    :attr:`paused` so that it can be taken out of thelper's epoch time. Both sides thus run in
+    the same seconds: a shared machine that slows down for a while slows both alike, which
+    alternating whole epochs (about 1 s each) cannot promise.
+
+    Args:
+        loader: thelper's training ``DataLoader`` (attributes are passed through).
+        others: Raw runs whose :meth:`RawRun.begin_epoch` was called.
+    """
+
+    def __init__(self, loader: DataLoader, others: Sequence[RawRun]) -> None:
+        self.loader = loader
+        self.others = list(others)
+        self.paused = [0.0, 0.0]  # wall, CPU seconds spent in the raw steps and around them
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        for k, batch in enumerate(self.loader):
+            yield batch
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in range(len(self.others)):
+                self.others[(k + i) % len(self.others)].step()
+            self.paused[0] += time.perf_counter() - t0
+            self.paused[1] += time.process_time() - c0
 
 
 def thelper_session(config: dict[str, Any]) -> tuple[ThelperRun, tempfile.TemporaryDirectory]:
@@ -443,6 +505,45 @@ class RawRun:
             losses.append(loss.detach())
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         return wall, cpu, mean_loss(losses, len(self.dataset), self.loader.batch_size or 1)
+
+
+    # ------------------------------------------------------------ step by step
+    def begin_epoch(self, epoch: int) -> None:
+        """Seed the epoch as :meth:`train_epoch` does, for :meth:`step` calls interleaved with
+        another side's steps (see :class:`InterleavedLoader`); this run's CPU RNG state is
+        kept apart from the global one between steps."""
+        self.seed_epoch(epoch)
+        self.model.train()
+        self._rng = torch.get_rng_state()
+        self._batches = iter(self.loader)
+        self._losses: list[torch.Tensor] = []
+        self._spent = [0.0, 0.0]
+
+    def step(self) -> None:
+        """One step of the plain loop (``next`` batch, ``zero_grad``, forward, loss,
+        ``backward``, ``step``) under this run's own RNG stream; its wall and CPU time are
+        added up for :meth:`end_epoch`. Does nothing once the epoch's batches are used up."""
+        outer = torch.get_rng_state()
+        torch.set_rng_state(self._rng)
+        model, opt = self.model, self.optimizer
+        t0, c0 = time.perf_counter(), time.process_time()
+        batch = next(self._batches, None)
+        if batch is not None:
+            x, y = batch
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            self._losses.append(loss.detach())
+        self._spent[0] += time.perf_counter() - t0
+        self._spent[1] += time.process_time() - c0
+        self._rng = torch.get_rng_state()
+        torch.set_rng_state(outer)
+
+    def end_epoch(self) -> tuple[float, float, float]:
+        """``(wall s, CPU s, mean loss)`` of the steps since :meth:`begin_epoch`."""
+        return (self._spent[0], self._spent[1],
+                mean_loss(self._losses, len(self.dataset), self.loader.batch_size or 1))
 
 
 def mean_loss(losses: Sequence[torch.Tensor], n: int, batch_size: int) -> float:

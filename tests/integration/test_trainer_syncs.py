@@ -79,3 +79,48 @@ def test_the_count_sees_per_step_syncs(mlp_config, tmp_path, monkeypatch):
     few = _syncs_in_one_epoch(mlp_config, tmp_path / "few", monkeypatch, batch_size=128)
     many = _syncs_in_one_epoch(mlp_config, tmp_path / "many", monkeypatch, batch_size=32)
     assert many - few == 45 - 12  # one bool(isfinite(loss)) per extra step
+
+
+def _losses(values):
+    return [torch.tensor(v) for v in values]
+
+
+def test_first_nonfinite_step_across_chunks():
+    from thelper.train.trainer import _first_nonfinite
+
+    nan, inf = float("nan"), float("inf")
+    first = torch.full((), -1, dtype=torch.int64)
+    chunk = _losses([0.5, 0.4, 0.3])  # steps 1-3: all finite
+    first = _first_nonfinite(first, chunk, step=3)
+    assert chunk == [] and int(first) == -1
+    first = _first_nonfinite(first, _losses([0.2, inf, nan, 0.1]), step=7)  # steps 4-7
+    assert int(first) == 5
+    first = _first_nonfinite(first, _losses([nan]), step=8)  # a later one does not replace it
+    assert int(first) == 5
+    assert int(_first_nonfinite(torch.full((), -1, dtype=torch.int64), _losses([1.0, -inf]),
+                                step=1000)) == 1000
+    assert int(_first_nonfinite(first, [], step=9)) == 5
+
+
+def test_nan_loss_error_names_the_first_bad_step(mlp_config, tmp_path, monkeypatch):
+    """The 300 steps of this epoch span two NaN/inf check chunks; the loss turns NaN at step
+    270 (the second chunk) and stays so: the error names step 270."""
+    from thelper.config import document_from_dict
+    from thelper.exceptions import NonFiniteLossError
+    from thelper.runner import run_session
+    from thelper.train import trainer as trainer_mod
+
+    assert trainer_mod._NONFINITE_CHUNK < 270
+    original = trainer_mod.Trainer._forward
+
+    def forward(self, batch):
+        outputs, targets, loss = original(self, batch)
+        if self.step + 1 >= 270:  # self.step counts the optimizer steps taken so far
+            loss = loss * float("nan")
+        return outputs, targets, loss
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_forward", forward)
+    mlp_config["loaders"]["batch_size"] = 4
+    mlp_config["trainer"]["epochs"] = 1
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 270;"):
+        run_session(document_from_dict(mlp_config), tmp_path)

@@ -238,7 +238,11 @@ class SplitDataset(Dataset):
             return [self._load(i) for i in indices]
 
     def _load(self, index: int) -> dict[str, Any] | None:
-        name, ds, i = self.locate(index)
+        if len(self.parts) == 1 and 0 <= index < self._offsets[-1]:  # no search needed
+            name, ds, idx = self.parts[0]
+            i = idx[index]
+        else:
+            name, ds, i = self.locate(index)
         try:
             sample = as_sample(ds[i])
         except DataError as exc:
@@ -253,10 +257,9 @@ class SplitDataset(Dataset):
         if self.input_key not in sample:
             raise DataError(f"dataset {name!r} sample {i} has no key {self.input_key!r} "
                             f"(keys: {', '.join(map(str, sample))}); set the task's input_key")
-        if self.transform is not None:
-            sample = dict(sample)
-            sample[self.input_key] = self.transform(sample[self.input_key])
-        remap = self.label_maps.get(name)
+        if self.transform is not None:  # a new dict: the dataset's own may be cached
+            sample = {**sample, self.input_key: self.transform(sample[self.input_key])}
+        remap = self.label_maps.get(name) if self.label_maps else None
         if remap is not None and self.label_key in sample:
             label = sample[self.label_key]
             if not isinstance(label, str):
