@@ -91,6 +91,31 @@ def test_lazy_params_reference_is_imported_on_first_use_and_cached():
         builtin_params.MLPParams  # the class form stays valid
 
 
+def test_params_packages_reexport_every_model_from_its_family_module():
+    """Models live in one module per kind or task family (validate imports only those it
+    needs); the old import paths still give the same classes."""
+    import importlib
+
+    from thelper import builtin_params, tasks
+    from thelper.builtin_params.optim import AdamParams
+    from thelper_vision import dense_params
+    from thelper_vision.image_params import SSIMParams
+
+    assert builtin_params.AdamParams is AdamParams
+    assert tasks.ClassificationParams is builtin_params.ClassificationParams
+    assert dense_params.SSIMParams is SSIMParams
+    for package in (builtin_params, dense_params):
+        for name in package._MODULES:
+            assert name in dir(package)
+            model = getattr(package, name)
+            if isinstance(model, type):  # not the Reduction type alias
+                assert getattr(importlib.import_module(model.__module__), name) is model
+                assert model.__module__.rsplit(".", 1)[0] in ("thelper.builtin_params",
+                                                              "thelper_vision")
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        builtin_params.Nope  # noqa: B018
+
+
 def test_default_params_is_the_empty_params_model():
     from thelper.params import Params as EmptyParams
     from thelper.registry import DEFAULT_PARAMS

@@ -166,6 +166,9 @@ PARAMS_MODULES = (
     "thelper_vision.params",
     "thelper_vision.transform_params",
     "thelper_vision.dense_params",
+    "thelper_vision.seg_params",
+    "thelper_vision.det_params",
+    "thelper_vision.image_params",
     "thelper_plugin_example.params",
 )
 DIGITS_CONFIG = ROOT / "examples" / "digits-classification" / "config.yaml"
@@ -204,11 +207,25 @@ def test_help_and_plugins_list_import_neither_pydantic_nor_torch(
 
 
 def test_validate_imports_only_the_params_modules_it_needs(clean_thelper_env: None) -> None:
-    watch = ("torch", "torchvision", "thelper.tasks", "thelper.builtin_params",
-             "thelper_vision.dense_params", "thelper_plugin_example.params")
+    core = [f"thelper.builtin_params.{m}" for m in
+            ("tasks", "data", "models", "losses", "optim", "metrics", "trainer", "misc")]
+    watch = ("torch", "torchvision", "thelper.tasks", *core, "thelper_vision.params",
+             "thelper_vision.transform_params", "thelper_vision.seg_params",
+             "thelper_vision.det_params", "thelper_vision.image_params",
+             "thelper_plugin_example.params")
     rc, imported = _imported_by(["config", "validate", str(DIGITS_CONFIG)], watch)
     assert rc == 0
-    assert imported == ["thelper.builtin_params"]  # its optimizer, metrics, dataset
+    # the digits example: sklearn dataset, simple_cnn, random_affine, cross_entropy, adam,
+    # reduce_lr_on_plateau, accuracy/confusion matrix, the default trainer
+    assert imported == ["thelper.builtin_params.data", "thelper.builtin_params.losses",
+                        "thelper.builtin_params.optim", "thelper.builtin_params.metrics",
+                        "thelper.builtin_params.trainer", "thelper_vision.params",
+                        "thelper_vision.transform_params"]
+    sr = ROOT / "examples" / "super-resolution" / "config.yaml"
+    rc, imported = _imported_by(["config", "validate", str(sr)], watch)
+    assert rc == 0
+    assert imported == ["thelper.builtin_params.optim", "thelper.builtin_params.trainer",
+                        "thelper_vision.transform_params", "thelper_vision.image_params"]
 
 
 @pytest.fixture

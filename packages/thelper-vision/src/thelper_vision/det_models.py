@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from thelper_vision.dense_params import DETECTION_MODELS
+from thelper_vision.catalog import DETECTION_MODELS
 from thelper_vision.models import _adapt_and_load, _num_classes
 
 __all__ = ["DETECTION_MODELS", "torchvision_detection", "small_fasterrcnn", "detection_zoo"]

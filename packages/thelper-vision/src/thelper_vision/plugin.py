@@ -3,8 +3,9 @@
 Registration is data only: factories and params models are lazy ``"module:attr"`` strings,
 so importing this module (every ``thelper`` command does) never imports pydantic, torch,
 torchvision, Pillow or numpy. The params models (:mod:`thelper_vision.params`,
-:mod:`thelper_vision.transform_params`, :mod:`thelper_vision.dense_params`) are imported when
-a config names one of their components.
+:mod:`thelper_vision.transform_params`, and per task family :mod:`thelper_vision.seg_params`,
+:mod:`thelper_vision.det_params`, :mod:`thelper_vision.image_params`) are imported when a
+config names one of their components.
 """
 
 from __future__ import annotations
@@ -71,13 +72,13 @@ def _transforms() -> list[ComponentInfo]:
         ))
     infos.append(ComponentInfo(  # joint samples only (v2 has no v1 counterpart)
         kind="transform", name="sanitize_boxes", factory="thelper_vision.transforms:"
-        "sanitize_boxes", params="thelper_vision.dense_params:SanitizeBoxesParams",
+        "sanitize_boxes", params="thelper_vision.det_params:SanitizeBoxesParams",
         aliases=("torchvision.transforms.v2.SanitizeBoundingBoxes",),
         description="Remove degenerate or out-of-image boxes (and labels) after crops"))
     infos.append(ComponentInfo(  # no torchvision counterpart (OpenCV's NORM_MINMAX)
         kind="transform", name="minmax_normalize",
         factory="thelper_vision.transforms:minmax_normalize",
-        params="thelper_vision.dense_params:MinMaxNormalizeParams",
+        params="thelper_vision.image_params:MinMaxNormalizeParams",
         description="Stretch each image linearly to [low, high] (min-max normalisation)"))
     return infos
 
@@ -112,19 +113,19 @@ def _tasks() -> list[ComponentInfo]:
     C = ComponentInfo
     return [
         C("task", "segmentation", "thelper_vision.tasks:Segmentation",
-          "thelper_vision.dense_params:SegmentationTaskParams",
+          "thelper_vision.seg_params:SegmentationTaskParams",
           aliases=("thelper.tasks.Segmentation", "thelper.tasks.segm.Segmentation"),
           description="semantic segmentation: one class per pixel, with an ignore index"),
         C("task", "detection", "thelper_vision.detection:Detection",
-          "thelper_vision.dense_params:DetectionTaskParams",
+          "thelper_vision.det_params:DetectionTaskParams",
           aliases=("thelper.tasks.Detection", "thelper.tasks.detect.Detection"),
           description="object detection: XYXY pixel boxes and class labels per image"),
         C("task", "super_resolution", "thelper_vision.tasks:SuperResolution",
-          "thelper_vision.dense_params:SuperResolutionTaskParams",
+          "thelper_vision.image_params:SuperResolutionTaskParams",
           aliases=("thelper.tasks.SuperResolution", "thelper.tasks.regr.SuperResolution"),
           description="restore high-resolution images from degraded inputs"),
         C("task", "autoencoding", "thelper_vision.tasks:Autoencoding",
-          "thelper_vision.dense_params:AutoencodingTaskParams", aliases=("reconstruction",),
+          "thelper_vision.image_params:AutoencodingTaskParams", aliases=("reconstruction",),
           description="reconstruct the input (autoencoders)"),
     ]
 
@@ -134,15 +135,15 @@ def _dense_datasets() -> list[ComponentInfo]:
     task = {"provides_task": True}
     return [
         C("dataset", "segmentation_folder", "thelper_vision.dense_datasets:SegmentationFolder",
-          "thelper_vision.dense_params:SegmentationFolderParams", metadata=task,
+          "thelper_vision.seg_params:SegmentationFolderParams", metadata=task,
           description="Images and class-index masks in two folders, paired by file name"),
         C("dataset", "coco_detection", "thelper_vision.dense_datasets:CocoDetection",
-          "thelper_vision.dense_params:CocoDetectionParams",
+          "thelper_vision.det_params:CocoDetectionParams",
           aliases=("torchvision.datasets.CocoDetection",),
           metadata=task, description="Images with boxes from a COCO-format JSON file"),
         C("dataset", "super_resolution_folder",
           "thelper_vision.dense_datasets:SuperResolutionFolder",
-          "thelper_vision.dense_params:SuperResolutionFolderParams", metadata=task,
+          "thelper_vision.image_params:SuperResolutionFolderParams", metadata=task,
           description="Images (or tiles) as targets, downscaled copies as inputs"),
     ]
 
@@ -151,28 +152,28 @@ def _dense_models() -> list[ComponentInfo]:
     C = ComponentInfo
     infos = [
         C("model", "unet", "thelper_vision.seg_models:unet",
-          "thelper_vision.dense_params:UNetParams",
+          "thelper_vision.seg_params:UNetParams",
           aliases=("thelper.nn.UNet", "thelper.nn.unet.UNet"),
           description="Small U-Net for segmentation (padded convs, batch norm)"),
         C("model", "small_fasterrcnn", "thelper_vision.det_models:small_fasterrcnn",
-          "thelper_vision.dense_params:SmallFasterRCNNParams",
+          "thelper_vision.det_params:SmallFasterRCNNParams",
           description="Faster R-CNN with a small plain-CNN backbone, trainable on a CPU"),
         C("model", "srcnn", "thelper_vision.dense_models:srcnn",
-          "thelper_vision.dense_params:SRCNNParams",
+          "thelper_vision.image_params:SRCNNParams",
           aliases=("thelper.nn.SRCNN", "thelper.nn.srcnn.SRCNN"),
           description="SRCNN super-resolution network (optionally residual)"),
         C("model", "conv_autoencoder", "thelper_vision.dense_models:conv_autoencoder",
-          "thelper_vision.dense_params:ConvAutoencoderParams",
+          "thelper_vision.image_params:ConvAutoencoderParams",
           description="Convolutional autoencoder with an optional linear bottleneck"),
     ]
     for name in SEGMENTATION_MODELS:
         infos.append(C("model", name, f"thelper_vision.seg_models:segmentation_zoo.{name}",
-                       "thelper_vision.dense_params:TorchvisionSegmentationParams",
+                       "thelper_vision.seg_params:TorchvisionSegmentationParams",
                        aliases=(f"torchvision.models.segmentation.{name}",),
                        description=f"torchvision {name} segmentation model (no download)"))
     for name in DETECTION_MODELS:
         infos.append(C("model", name, f"thelper_vision.det_models:detection_zoo.{name}",
-                       "thelper_vision.dense_params:TorchvisionDetectionParams",
+                       "thelper_vision.det_params:TorchvisionDetectionParams",
                        aliases=(f"torchvision.models.detection.{name}",),
                        description=f"torchvision {name} detector (no download)"))
     return infos
@@ -183,36 +184,36 @@ def _metrics() -> list[ComponentInfo]:
     mx = {"goal": "max"}
     return [
         C("loss", "detection_loss", "thelper_vision.detection:DetectionLoss",
-          "thelper_vision.dense_params:DetectionLossParams",
+          "thelper_vision.det_params:DetectionLossParams",
           description="weighted sum of the losses a torchvision detector returns"),
         C("metric", "pixel_accuracy", "thelper_vision.metrics:PixelAccuracy",
-          "thelper_vision.dense_params:NoMetricParams", metadata=mx,
+          "thelper_vision.seg_params:NoMetricParams", metadata=mx,
           description="fraction of correctly classified pixels (ignore index skipped)"),
         C("metric", "miou", "thelper_vision.metrics:MeanIoU",
-          "thelper_vision.dense_params:NoMetricParams",
+          "thelper_vision.seg_params:NoMetricParams",
           aliases=("mean_iou", "thelper.optim.IntersectionOverUnion"), metadata=mx,
           description="mean intersection over union of the classes (segmentation)"),
         C("metric", "psnr", "thelper_vision.metrics:PSNR",
-          "thelper_vision.dense_params:ImageQualityParams",
+          "thelper_vision.image_params:ImageQualityParams",
           aliases=("thelper.optim.PSNR", "thelper.optim.metrics.PSNR"), metadata=mx,
           description="peak signal-to-noise ratio in dB, mean over images"),
         C("metric", "ssim", "thelper_vision.metrics:SSIM",
-          "thelper_vision.dense_params:SSIMParams", metadata=mx,
+          "thelper_vision.image_params:SSIMParams", metadata=mx,
           description="structural similarity (Wang et al. 2004), mean over images"),
         C("metric", "mean_average_precision", "thelper_vision.det_metrics:MeanAveragePrecision",
-          "thelper_vision.dense_params:MeanAveragePrecisionParams",
+          "thelper_vision.det_params:MeanAveragePrecisionParams",
           aliases=("map", "thelper.optim.AveragePrecision",
                    "thelper.optim.metrics.AveragePrecision"), metadata=mx,
           description="detection mAP, COCO style (one IoU threshold or 0.50:0.95)"),
         C("metric", "segmentation_masks", "thelper_vision.consumers:SegmentationMasks",
-          "thelper_vision.dense_params:SegmentationMasksParams",
+          "thelper_vision.seg_params:SegmentationMasksParams",
           description="predicted and true masks as palette PNGs, grid in TensorBoard"),
         C("metric", "detection_logger", "thelper_vision.consumers:DetectionLogger",
-          "thelper_vision.dense_params:DetectionLoggerParams",
+          "thelper_vision.det_params:DetectionLoggerParams",
           aliases=("thelper.train.DetectLogger", "thelper.train.utils.DetectLogger"),
           description="detections of every image written as JSON"),
         C("metric", "detection_overlays", "thelper_vision.consumers:DetectionOverlays",
-          "thelper_vision.dense_params:DetectionOverlaysParams",
+          "thelper_vision.det_params:DetectionOverlaysParams",
           description="images with true and detected boxes as PNGs, grid in TensorBoard"),
     ]
 

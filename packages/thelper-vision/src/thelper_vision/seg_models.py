@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thelper_vision.dense_params import SEGMENTATION_MODELS
+from thelper_vision.catalog import SEGMENTATION_MODELS
 from thelper_vision.models import _adapt_and_load, _num_classes
 
 __all__ = ["UNet", "unet", "OutputOf", "torchvision_segmentation", "SEGMENTATION_MODELS",
