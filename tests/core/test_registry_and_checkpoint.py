@@ -194,6 +194,19 @@ def test_accuracy_topk_fraction():
     assert top2.compute() == pytest.approx(2 / 3)
 
 
+def test_accuracy_agrees_with_the_confusion_matrix_on_ties_and_ignored_targets():
+    from thelper.metrics import Accuracy, ConfusionMatrix
+
+    logits = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.7, 0.7], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    targets = torch.tensor([0, 2, -100, 2])  # ties go to the lowest index; -100 is skipped
+    acc, cm = Accuracy(), ConfusionMatrix(task=Classification(["a", "b", "c"]))
+    acc.update(logits, targets)
+    cm.update(logits, targets)
+    m = cm.matrix
+    assert acc.compute() == pytest.approx(2 / 3)
+    assert acc.compute() == pytest.approx(float(m.diagonal().sum() / m.sum()))
+
+
 def test_confusion_matrix_files(tmp_path):
     from thelper.metrics import ConfusionMatrix
 

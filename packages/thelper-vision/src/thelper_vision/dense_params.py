@@ -12,47 +12,37 @@ imported from here; this module imports the one that defines it on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from thelper._lazy import lazy_exports
 from thelper_vision.catalog import DETECTION_MODELS, SEGMENTATION_MODELS
 
 #: Model name -> the module that defines it.
 _MODULES = {
-    "SegmentationTaskParams": "seg_params",
-    "SegmentationFolderParams": "seg_params",
-    "UNetParams": "seg_params",
-    "TorchvisionSegmentationParams": "seg_params",
-    "NoMetricParams": "seg_params",
-    "SegmentationMasksParams": "seg_params",
-    "DetectionTaskParams": "det_params",
-    "CocoDetectionParams": "det_params",
-    "TorchvisionDetectionParams": "det_params",
-    "SmallFasterRCNNParams": "det_params",
-    "DetectionLossParams": "det_params",
-    "MeanAveragePrecisionParams": "det_params",
-    "DetectionLoggerParams": "det_params",
-    "DetectionOverlaysParams": "det_params",
-    "SanitizeBoxesParams": "det_params",
-    "SuperResolutionTaskParams": "image_params",
-    "AutoencodingTaskParams": "image_params",
-    "SuperResolutionFolderParams": "image_params",
-    "SRCNNParams": "image_params",
-    "ConvAutoencoderParams": "image_params",
-    "ImageQualityParams": "image_params",
-    "SSIMParams": "image_params",
-    "MinMaxNormalizeParams": "image_params",
+    "SegmentationTaskParams": "thelper_vision.seg_params",
+    "SegmentationFolderParams": "thelper_vision.seg_params",
+    "UNetParams": "thelper_vision.seg_params",
+    "TorchvisionSegmentationParams": "thelper_vision.seg_params",
+    "NoMetricParams": "thelper_vision.seg_params",
+    "SegmentationMasksParams": "thelper_vision.seg_params",
+    "DetectionTaskParams": "thelper_vision.det_params",
+    "CocoDetectionParams": "thelper_vision.det_params",
+    "TorchvisionDetectionParams": "thelper_vision.det_params",
+    "SmallFasterRCNNParams": "thelper_vision.det_params",
+    "DetectionLossParams": "thelper_vision.det_params",
+    "MeanAveragePrecisionParams": "thelper_vision.det_params",
+    "DetectionLoggerParams": "thelper_vision.det_params",
+    "DetectionOverlaysParams": "thelper_vision.det_params",
+    "SanitizeBoxesParams": "thelper_vision.det_params",
+    "SuperResolutionTaskParams": "thelper_vision.image_params",
+    "AutoencodingTaskParams": "thelper_vision.image_params",
+    "SuperResolutionFolderParams": "thelper_vision.image_params",
+    "SRCNNParams": "thelper_vision.image_params",
+    "ConvAutoencoderParams": "thelper_vision.image_params",
+    "ImageQualityParams": "thelper_vision.image_params",
+    "SSIMParams": "thelper_vision.image_params",
+    "MinMaxNormalizeParams": "thelper_vision.image_params",
 }
 
 __all__ = ["SEGMENTATION_MODELS", "DETECTION_MODELS", *sorted(_MODULES)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"thelper_vision.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_MODULES})
+__getattr__, __dir__ = lazy_exports(__name__, _MODULES, globals())

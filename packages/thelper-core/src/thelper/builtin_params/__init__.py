@@ -11,8 +11,7 @@ AdamParams``): this package imports the module that defines it on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from thelper._lazy import lazy_exports
 
 #: Model name -> the submodule that defines it.
 _MODULES = {
@@ -53,12 +52,4 @@ _MODULES = {
 __all__ = sorted(_MODULES)
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_MODULES})
+__getattr__, __dir__ = lazy_exports(__name__, _MODULES, globals())
