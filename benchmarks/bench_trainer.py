@@ -14,7 +14,10 @@ training epoch:
   ``task.step``, ``zero_grad``/``backward``/``step``, the running loss and every configured
   training metric, and their end-of-epoch reduction.
 * raw: ``for x, y in loader: opt.zero_grad(); loss = F.cross_entropy(model(x), y);
-  loss.backward(); opt.step()`` over a tuple ``Dataset`` with the same transforms.
+  loss.backward(); opt.step()`` over a tuple ``Dataset`` with the same transforms; in the
+  rows with metrics it also computes the same metrics by hand (``RawRun._update_metrics``:
+  argmax accuracy, top-3 accuracy, a ``bincount`` confusion matrix, read once per epoch), so
+  that both sides do the same work.
 
 Not timed on either side: building, per-epoch seeding, validation, checkpoints and the
 epoch-end hooks. The first epoch of every repeat is a warm-up and is not counted.
@@ -71,11 +74,11 @@ def bench_case(case: str, metrics: bool, n: int | None, repeats: int, epochs: in
     max_diff = 0.0
     steps = 0
     load = []
-    for r in range(repeats):
+    for _ in range(repeats):
         load.append(bl.loadavg().split()[0])
         th, tmp = bl.thelper_session(cfg)
-        runs = {"raw": bl.RawRun(case, indices, n=n),
-                "exact": bl.RawRun(case, indices, n=n, exact=True)}
+        runs = {"raw": bl.RawRun(case, indices, n=n, metrics=metrics),
+                "exact": bl.RawRun(case, indices, n=n, exact=True, metrics=metrics)}
         steps = len(runs["raw"].loader)
         for epoch in range(1, epochs + 1):
             mine, theirs = th.train_epoch_interleaved(epoch, [runs["raw"], runs["exact"]])

@@ -436,10 +436,14 @@ class RawRun:
         workers: ``DataLoader`` workers.
         exact: Replicate thelper's per-batch augmentation seeding (:class:`TupleDataset`);
             otherwise augmentations draw from the global RNGs as in a plain script.
+        metrics: Also compute, written by hand, the training metrics of the case's thelper
+            config (digits: accuracy, top-3 accuracy and a 10x10 confusion matrix;
+            resnet18: accuracy), counts kept as tensors and read once per epoch, as a
+            PyTorch user would; see :meth:`_update_metrics`.
     """
 
     def __init__(self, case: str, train_indices: Sequence[int], n: int | None = None,
-                 workers: int = 0, exact: bool = False) -> None:
+                 workers: int = 0, exact: bool = False, metrics: bool = False) -> None:
         from torchvision.transforms import v2
 
         self.seeds = dict(SEEDS)
@@ -474,6 +478,28 @@ class RawRun:
                                  num_workers=workers, generator=self.generator)
         self.model = model
         self.optimizer = make_opt(model.parameters())
+        self.metrics = metrics
+        self.case = case
+        self.num_classes = 10 if case == "digits" else len(CROP_CLASSES)
+
+    def _reset_metrics(self) -> None:
+        self._correct = torch.zeros((), dtype=torch.int64)
+        self._correct3 = torch.zeros((), dtype=torch.int64)
+        self._confusion = torch.zeros(self.num_classes ** 2, dtype=torch.int64)
+
+    def _update_metrics(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Accuracy (and for digits top-3 accuracy and the confusion matrix) of one batch."""
+        pred = logits.argmax(dim=1)
+        self._correct += (pred == y).sum()
+        if self.case == "digits":
+            self._correct3 += (logits.topk(3, dim=1).indices == y[:, None]).any(dim=1).sum()
+            self._confusion += torch.bincount(y * self.num_classes + pred,
+                                              minlength=self.num_classes ** 2)
+
+    def _read_metrics(self) -> None:
+        """The epoch-end read of the metrics (one host sync each, as thelper's ``compute``)."""
+        n = len(self.dataset)
+        float(self._correct) / n, float(self._correct3) / n, self._confusion.tolist()
 
     def seed_epoch(self, epoch: int) -> None:
         """What ``Trainer._seed_epoch`` does: the global RNGs and the epoch's order."""
@@ -496,13 +522,20 @@ class RawRun:
         model, opt = self.model, self.optimizer
         model.train()
         losses: list[torch.Tensor] = []
+        metrics = self.metrics
+        self._reset_metrics()
         t0, c0 = time.perf_counter(), time.process_time()
         for x, y in self.loader:
             opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
             loss.backward()
             opt.step()
             losses.append(loss.detach())
+            if metrics:
+                self._update_metrics(logits.detach(), y)
+        if metrics:
+            self._read_metrics()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         return wall, cpu, mean_loss(losses, len(self.dataset), self.loader.batch_size or 1)
 
@@ -518,6 +551,7 @@ class RawRun:
         self._batches = iter(self.loader)
         self._losses: list[torch.Tensor] = []
         self._spent = [0.0, 0.0]
+        self._reset_metrics()
 
     def step(self) -> None:
         """One step of the plain loop (``next`` batch, ``zero_grad``, forward, loss,
@@ -531,17 +565,26 @@ class RawRun:
         if batch is not None:
             x, y = batch
             opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
             loss.backward()
             opt.step()
             self._losses.append(loss.detach())
+            if self.metrics:
+                self._update_metrics(logits.detach(), y)
         self._spent[0] += time.perf_counter() - t0
         self._spent[1] += time.process_time() - c0
         self._rng = torch.get_rng_state()
         torch.set_rng_state(outer)
 
     def end_epoch(self) -> tuple[float, float, float]:
-        """``(wall s, CPU s, mean loss)`` of the steps since :meth:`begin_epoch`."""
+        """``(wall s, CPU s, mean loss)`` of the steps since :meth:`begin_epoch` (and of the
+        end-of-epoch metric read, with ``metrics``)."""
+        if self.metrics:
+            t0, c0 = time.perf_counter(), time.process_time()
+            self._read_metrics()
+            self._spent[0] += time.perf_counter() - t0
+            self._spent[1] += time.process_time() - c0
         return (self._spent[0], self._spent[1],
                 mean_loss(self._losses, len(self.dataset), self.loader.batch_size or 1))
 
