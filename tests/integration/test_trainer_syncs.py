@@ -100,6 +100,8 @@ def test_first_nonfinite_step_across_chunks():
     assert int(_first_nonfinite(torch.full((), -1, dtype=torch.int64), _losses([1.0, -inf]),
                                 step=1000)) == 1000
     assert int(_first_nonfinite(first, [], step=9)) == 5
+    one_element = [torch.tensor([0.1]), torch.tensor([nan]), torch.tensor([nan])]  # (1,) losses
+    assert int(_first_nonfinite(torch.full((), -1, dtype=torch.int64), one_element, 3)) == 2
 
 
 def test_nan_loss_error_names_the_first_bad_step(mlp_config, tmp_path, monkeypatch):

@@ -543,7 +543,8 @@ def _first_nonfinite(first_bad: torch.Tensor, losses: list[torch.Tensor], step: 
 
     Args:
         first_bad: 0-d int64 tensor, the first step with a non-finite loss so far, or -1.
-        losses: 0-d detached losses of consecutive steps ``step - len(losses) + 1 .. step``.
+        losses: One-element detached losses of consecutive steps
+            ``step - len(losses) + 1 .. step``.
         step: The step of the last loss.
 
     Returns:
@@ -551,7 +552,7 @@ def _first_nonfinite(first_bad: torch.Tensor, losses: list[torch.Tensor], step: 
     """
     if not losses:
         return first_bad
-    bad = ~torch.isfinite(torch.stack(losses))
+    bad = ~torch.isfinite(torch.stack(losses).reshape(-1))  # a loss may be (1,), not ()
     losses.clear()
     steps = torch.arange(step - bad.numel() + 1, step + 1, device=first_bad.device)
     # the first bad step of the chunk, or a value above every step when there is none
