@@ -496,10 +496,14 @@ class RawRun:
             self._confusion += torch.bincount(y * self.num_classes + pred,
                                               minlength=self.num_classes ** 2)
 
-    def _read_metrics(self) -> None:
-        """The epoch-end read of the metrics (one host sync each, as thelper's ``compute``)."""
+    def _read_metrics(self) -> dict[str, Any]:
+        """The epoch-end read of the metrics (one host sync each, as thelper's ``compute``),
+        kept in :attr:`epoch_metrics`."""
         n = len(self.dataset)
-        float(self._correct) / n, float(self._correct3) / n, self._confusion.tolist()
+        self.epoch_metrics = {"accuracy": float(self._correct) / n,
+                              "top3": float(self._correct3) / n,
+                              "confusion": self._confusion.tolist()}
+        return self.epoch_metrics
 
     def seed_epoch(self, epoch: int) -> None:
         """What ``Trainer._seed_epoch`` does: the global RNGs and the epoch's order."""

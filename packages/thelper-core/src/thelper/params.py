@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from thelper import _fastdocs
 
-__all__ = ["Params"]
+__all__ = ["Params", "unique_class_names"]
 
 _fastdocs.install()  # field docstrings of every params model, without pydantic's frame walk
 
@@ -33,3 +33,16 @@ class Params(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, defer_build=True)
+
+
+def unique_class_names(value: list[str]) -> list[str]:
+    """``value`` unchanged; a ``class_names`` field validator shared by the task params models
+    of the core and the plugins.
+
+    Raises:
+        ValueError: A class name appears more than once (names them).
+    """
+    dupes = sorted({v for v in value if value.count(v) > 1})
+    if dupes:
+        raise ValueError(f"class names must be unique; repeated: {', '.join(dupes)}")
+    return value

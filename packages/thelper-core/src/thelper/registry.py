@@ -249,7 +249,7 @@ class ComponentInfo:
             obj: Any = _import_reference(self.factory)
         except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
             raise ComponentBuildError(
-                f"{self.kind} {self.name!r} from {self.distribution or self.plugin}: cannot "
+                f"{self.kind} {self.name!r} from {self.origin}: cannot "
                 f"import {self.factory!r}: {type(exc).__name__}: {exc}; check that the "
                 "distribution and its dependencies are installed"
             ) from exc

@@ -1,8 +1,11 @@
-"""Field types shared by the vision params models (no models here: cheap to import)."""
+"""Field types shared by the vision params models (no models here: cheap to import), and
+:func:`thelper.params.unique_class_names`, their ``class_names`` validator."""
 
 from typing import Annotated, Literal
 
 from pydantic import Field
+
+from thelper.params import unique_class_names
 
 __all__ = ["RGB", "ColorMap", "ImageMode", "unique_class_names"]
 
@@ -12,15 +15,3 @@ RGB = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, m
 ColorMap = dict[str, RGB]
 #: How images are decoded: ``RGB``, ``L`` (luminance) or as stored.
 ImageMode = Literal["RGB", "L", "unchanged"]
-
-
-def unique_class_names(value: list[str]) -> list[str]:
-    """``value`` unchanged.
-
-    Raises:
-        ValueError: A class name appears more than once (names them).
-    """
-    dupes = sorted({v for v in value if value.count(v) > 1})
-    if dupes:
-        raise ValueError(f"class names must be unique; repeated: {', '.join(dupes)}")
-    return value

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from thelper.params import Params
+from thelper.params import Params, unique_class_names
 from thelper_vision.catalog import TORCHVISION_MODELS
 
 __all__ = [
@@ -56,11 +56,7 @@ class ImageFolderParams(Params):
     @field_validator("classes")
     @classmethod
     def _unique_classes(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            dupes = sorted({c for c in value if value.count(c) > 1})
-            if dupes:
-                raise ValueError(f"class names must be unique; repeated: {', '.join(dupes)}")
-        return value
+        return value if value is None else unique_class_names(value)
 
 
 class SimpleCNNParams(Params):

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from thelper.params import Params
+from thelper.params import Params, unique_class_names
 
 __all__ = ["ClassificationParams", "RegressionParams"]
 
@@ -43,10 +43,7 @@ class ClassificationParams(Params):
     @field_validator("class_names")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
-        dupes = sorted({v for v in value if value.count(v) > 1})
-        if dupes:
-            raise ValueError(f"class names must be unique; repeated: {', '.join(dupes)}")
-        return value
+        return unique_class_names(value)
 
     _key_str = field_validator("input_key", "label_key", mode="before")(_key_as_str)
 

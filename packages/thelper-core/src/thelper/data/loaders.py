@@ -238,11 +238,7 @@ class SplitDataset(Dataset):
             return [self._load(i) for i in indices]
 
     def _load(self, index: int) -> dict[str, Any] | None:
-        if len(self.parts) == 1 and 0 <= index < self._offsets[-1]:  # no search needed
-            name, ds, idx = self.parts[0]
-            i = idx[index]
-        else:
-            name, ds, i = self.locate(index)
+        name, ds, i = self.locate(index)
         try:
             sample = as_sample(ds[i])
         except DataError as exc:
