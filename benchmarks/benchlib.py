@@ -260,8 +260,8 @@ class ThelperRun:
     """A session built as ``thelper.runner`` builds one, up to the trainer.
 
     Mirrors ``runner.run_session`` / ``runner._execute``: validate the config against the
-    registry, draw the seeds, create the session directory, ``build_data``, seed torch,
-    ``build_model``, build the registered trainer. Lifecycle hooks (``session_start``,
+    registry, draw the seeds, create the session directory, then ``thelper.build.assemble``
+    (datasets, splits, loaders, model, the registered trainer). Lifecycle hooks (``session_start``,
     ``epoch_end``) are not called: they run once per session/epoch, outside the timed epoch.
 
     Args:
@@ -270,7 +270,7 @@ class ThelperRun:
     """
 
     def __init__(self, config: dict[str, Any], save_dir: Path) -> None:
-        from thelper.build import build_data, build_model
+        from thelper.build import assemble
         from thelper.config import document_from_dict, validate_document
         from thelper.plugins import get_plugin_manager
         from thelper.session import Session, create_session_dir, draw_seeds
@@ -286,15 +286,10 @@ class ThelperRun:
                           seeds=seeds, plugins=pm)
         if cfg.trainer.deterministic:  # as runner._execute does
             torch.use_deterministic_algorithms(True, warn_only=False)
-        data = build_data(session, registry)
-        session.task = data.task
-        torch.manual_seed(seeds["torch"])
-        model = build_model(session, registry, data.task)
+        parts = assemble(cfg, seeds, registry, session=session)
         self.session = session
-        self.data = data
-        self.trainer = registry.build("trainer", cfg.trainer.type, cfg.trainer.params,
-                                      session=session, model=model, data=data,
-                                      registry=registry)
+        self.data = parts.data
+        self.trainer = parts.trainer
 
     def train_epoch(self, epoch: int) -> tuple[float, float, float]:
         """Seed the epoch as ``Trainer.fit`` does, then time ``Trainer.train_epoch``.

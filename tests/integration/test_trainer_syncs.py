@@ -113,7 +113,7 @@ def test_nan_loss_error_names_the_first_bad_step(mlp_config, tmp_path, monkeypat
     from thelper.train import trainer as trainer_mod
 
     assert trainer_mod._NONFINITE_CHUNK < 270
-    original = trainer_mod.Trainer._forward
+    original = trainer_mod.Trainer.forward_step  # the training step's forward seam
 
     def forward(self, batch):
         outputs, targets, loss = original(self, batch)
@@ -121,7 +121,7 @@ def test_nan_loss_error_names_the_first_bad_step(mlp_config, tmp_path, monkeypat
             loss = loss * float("nan")
         return outputs, targets, loss
 
-    monkeypatch.setattr(trainer_mod.Trainer, "_forward", forward)
+    monkeypatch.setattr(trainer_mod.Trainer, "forward_step", forward)
     mlp_config["loaders"]["batch_size"] = 4
     mlp_config["trainer"]["epochs"] = 1
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 270;"):

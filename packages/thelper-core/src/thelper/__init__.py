@@ -33,7 +33,7 @@ def __getattr__(name: str):  # lazy attributes keep `import thelper` light
         globals()["__version__"] = version
         return version
     if name == "hookimpl":
-        from thelper.plugins import hookimpl
+        from thelper.hookspecs import hookimpl
 
         return hookimpl
     if name == "ComponentInfo":

@@ -1,5 +1,8 @@
 """The core's built-in components, registered through the plugin manager like any plugin.
 
+The manager knows this module only by name (``BUILTIN_PLUGINS["core"]`` in
+:mod:`thelper.plugins`) and imports it when it loads; ``-p no:core`` blocks it.
+
 Data only, like any plugin's registration: factories and params models are lazy
 ``"module:attr"`` strings, so that importing this module (every ``thelper`` command does)
 imports neither torch nor pydantic. The params models live in :mod:`thelper.builtin_params`
@@ -8,7 +11,7 @@ and are imported when a config names one of these components.
 
 from __future__ import annotations
 
-from thelper.plugins import hookimpl
+from thelper.hookspecs import hookimpl
 from thelper.registry import ComponentInfo as C
 
 

@@ -1,9 +1,20 @@
-"""Turn a validated config into datasets, splits, loaders and a model."""
+"""The one assembly path: a validated config → datasets, splits, loaders, model, trainer.
+
+Every command that needs data, a model or a trainer from a config calls :func:`assemble`
+(or one of the pure builders it is made of): ``thelper run``/``resume``, ``config validate
+--build/--dry-run``, ``split``, ``export``/``infer`` and plugins such as vision's ``viz``.
+The builders touch no disk; :func:`record` writes what a session keeps about them
+(``logs/splits.json``, ``datasets.txt``, ``task.json``, ``model.txt``), on rank 0 only.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,21 +26,54 @@ from thelper.data.loaders import Compose, SplitDataset, make_loader
 from thelper.data.splits import SPLITS, dataset_labels, split_indices
 from thelper.exceptions import ConfigError, DataError
 from thelper.registry import Registry
-from thelper.session import Session
+from thelper.runtime import Runtime
 from thelper.tasks import Task
 
-__all__ = ["SessionData", "build_data", "build_model", "build_transforms"]
+__all__ = ["SessionData", "Assembly", "assemble", "record", "build_data", "build_model",
+           "build_transforms"]
 
 
 @dataclass
 class SessionData:
-    """Datasets, the merged task, the split indices and one loader per non-empty split."""
+    """Datasets, the merged task, the split indices and one loader per non-empty split.
+
+    Attributes:
+        datasets: ``{name: dataset}`` as configured.
+        task: The merged task of every dataset.
+        indices: ``{dataset: {split: [index, ...]}}`` drawn from ``seeds.split``.
+        splits: ``{split: SplitDataset}`` (non-empty splits only).
+        loaders: ``{split: DataLoader}``; under several ranks each yields this rank's shard.
+        seed: The split seed the indices were drawn from.
+        transforms: ``(base, train augments)`` as built.
+    """
 
     datasets: dict[str, Any]
     task: Task
     indices: dict[str, dict[str, list[int]]]
     splits: dict[str, SplitDataset]
     loaders: dict[str, DataLoader]
+    seed: int = 0
+    transforms: tuple[list[Any], list[Any]] = ((), ())  # type: ignore[assignment]
+
+    def digest(self) -> str:
+        """SHA-256 of the split indices (equal on every rank of a job)."""
+        text = json.dumps(self.indices, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Assembly:
+    """What :func:`assemble` built.
+
+    Attributes:
+        data: Datasets, task, splits and loaders.
+        model: The model (``None`` when not asked for).
+        trainer: The registered trainer (``None`` without a session).
+    """
+
+    data: SessionData
+    model: torch.nn.Module | None = None
+    trainer: Any = None
 
 
 def build_transforms(specs: Sequence[Any], registry: Registry) -> list[Any]:
@@ -43,18 +87,26 @@ def _dataset_task(spec: Any, registry: Registry) -> Task | None:
     return registry.build("task", spec.task.type, spec.task.params)
 
 
-def build_data(session: Session, registry: Registry) -> SessionData:
-    """Build every dataset, merge their tasks, split them and make the loaders.
+def build_data(cfg: Any, seeds: dict[str, int], registry: Registry, *,
+               runtime: Runtime | None = None, logger: logging.Logger | None = None
+               ) -> SessionData:
+    """Build every dataset, merge their tasks, split them and make the loaders (no disk
+    writes).
 
-    Split indices are drawn from ``seeds.split`` (stratified for classification) and
-    logged to ``logs/splits.json``.
+    Args:
+        cfg: The validated session config.
+        seeds: The session's seeds (``split``, ``torch``, ``worker``, ...).
+        registry: The component registry.
+        runtime: The process's rank and world size; each loader then yields this rank's
+            shard (see :class:`thelper.data.loaders.EpochSampler`). Default: one process.
+        logger: Where to log what was built (default: the ``thelper`` logger).
 
     Raises:
         ConfigError: A dataset lacks a task or tasks are incompatible.
-        DataError: A dataset cannot be loaded or a split is empty.
+        DataError: A dataset cannot be loaded or the training split is empty.
     """
-    cfg = session.cfg
-    log = session.logger
+    runtime = runtime or Runtime()
+    log = logger or logging.getLogger("thelper")
     datasets: dict[str, Any] = {}
     task: Task | None = None
     for name, spec in cfg.datasets.items():
@@ -84,7 +136,7 @@ def build_data(session: Session, registry: Registry) -> SessionData:
             log.warning("dataset %r is not used by any split", name)
             continue
         labels = dataset_labels(ds, ds.task)  # stratify on the dataset's own classes
-        indices[name] = split_indices(len(ds), ratios, session.seeds["split"], labels)
+        indices[name] = split_indices(len(ds), ratios, seeds["split"], labels)
     label_maps: dict[str, list[int]] = {}
     merged_names = getattr(task, "class_names", None)
     for name, ds in datasets.items():
@@ -103,8 +155,7 @@ def build_data(session: Session, registry: Registry) -> SessionData:
         transforms = (augments + base) if split == "train" else base
         sd = SplitDataset(parts, task.input_key, Compose(transforms) if transforms else None,
                           label_key=task.label_key, label_maps=label_maps,
-                          seed=session.seeds["torch"],
-                          skip_bad_samples=cfg.loaders.skip_bad_samples)
+                          seed=seeds["torch"], skip_bad_samples=cfg.loaders.skip_bad_samples)
         if len(sd) == 0:
             continue
         splits[split] = sd
@@ -114,32 +165,21 @@ def build_data(session: Session, registry: Registry) -> SessionData:
             labels = _split_labels(sd, task)
             sampler = registry.build("sampler", spec.type, spec.params, labels=labels,
                                      class_names=getattr(task, "class_names", None),
-                                     seed=session.seeds["worker"])
-            log.info("%s sampler %s: %d draws per epoch", split, spec.type, len(sampler))
+                                     seed=seeds["worker"])
+            log.info("%s sampler %s: %d draws per epoch", split, spec.type, sampler.num_draws)
         loaders[split] = make_loader(
             sd, cfg.loaders.batch_size_for(split), train=split == "train",
             workers=cfg.loaders.workers, shuffle=cfg.loaders.shuffle,
             pin_memory=cfg.loaders.pin_memory, drop_last=cfg.loaders.drop_last,
-            seed=session.seeds["worker"], collate_fn=task.collate_fn(), sampler=sampler,
+            seed=seeds["worker"], collate_fn=task.collate_fn(), sampler=sampler,
+            rank=runtime.rank, world_size=runtime.world_size,
         )
     if "train" not in splits:
         raise DataError("the training split is empty; give loaders.train_split a dataset "
                         "and a ratio > 0")
-    summary = {
-        "seed": session.seeds["split"],
-        "datasets": {n: {"size": len(datasets[n]), "type": cfg.datasets[n].type,
-                         "indices": indices.get(n, {})} for n in datasets},
-        "sizes": {s: len(sd) for s, sd in splits.items()},
-    }
-    (session.logs_dir / "splits.json").write_text(json.dumps(summary, indent=1))
-    lines = [f"{n}: {cfg.datasets[n].type} {datasets[n]!r} -> " + ", ".join(
-        f"{s}={len(v)}" for s, v in indices.get(n, {}).items()) for n in datasets]
-    lines.append(f"base transforms: {Compose(base)!r}")
-    lines.append(f"train augments: {Compose(augments)!r}")
-    (session.logs_dir / "datasets.txt").write_text("\n".join(lines) + "\n")
-    (session.logs_dir / "task.json").write_text(json.dumps(task.to_dict(), indent=2))
     log.info("splits: %s", ", ".join(f"{s} {len(sd)}" for s, sd in splits.items()))
-    return SessionData(datasets, task, indices, splits, loaders)
+    return SessionData(datasets, task, indices, splits, loaders, seed=seeds["split"],
+                       transforms=(base, augments))
 
 
 def _split_labels(sd: SplitDataset, task: Task) -> list[int] | None:
@@ -155,17 +195,110 @@ def _split_labels(sd: SplitDataset, task: Task) -> list[int] | None:
     return out
 
 
-def build_model(session: Session, registry: Registry, task: Task) -> torch.nn.Module:
-    """Instantiate the model for ``task`` and log its summary to ``logs/model.txt``."""
-    spec = session.cfg.model
+def build_model(cfg: Any, registry: Registry, task: Task, *, seed: int | None = None
+                ) -> torch.nn.Module:
+    """Instantiate the model for ``task`` (no disk writes).
+
+    Args:
+        cfg: The validated session config (``cfg.model``).
+        registry: The component registry.
+        task: The merged task (number of classes, input/output keys).
+        seed: Seed torch's global generator first, so that the initial weights depend only
+            on the session's ``torch`` seed (equal on every rank).
+
+    Raises:
+        ConfigError: The component does not build a ``torch.nn.Module``.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    spec = cfg.model
     model = registry.build("model", spec.type, spec.params, task=task)
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model.type {spec.type!r} built a {type(model).__name__}, "
                           "not a torch.nn.Module")
-    n_params = sum(p.numel() for p in model.parameters())
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    text = (f"type: {spec.type}\nparams: {spec.params.model_dump()}\n"
-            f"parameters: {n_params:,} ({n_train:,} trainable)\n\n{model}\n")
-    (session.logs_dir / "model.txt").write_text(text)
-    session.logger.info("model %s: %s parameters", spec.type, f"{n_params:,}")
     return model
+
+
+def assemble(cfg: Any, seeds: dict[str, int], registry: Registry,
+             runtime: Runtime | None = None, *, session: Any = None, model: bool = True,
+             logger: logging.Logger | None = None,
+             stage: Callable[[str], AbstractContextManager[Any]] | None = None) -> Assembly:
+    """Datasets → splits → loaders, then the model and, given a session, the trainer.
+
+    The single way every command turns a config into working parts. Pure: nothing is
+    written to disk (call :func:`record` for the session's logs).
+
+    Args:
+        cfg: The validated session config.
+        seeds: The session's seeds (drawn on rank 0 and broadcast under several ranks).
+        registry: The component registry (``pm.registry``).
+        runtime: Rank and world size (default: one process). Under several ranks the
+            split indices are compared across ranks.
+        session: The :class:`thelper.session.Session` the trainer reports to; without one
+            no trainer is built.
+        model: Build the model (and the trainer) too.
+        logger: Where to log (default: the session's logger, else ``thelper``).
+        stage: ``stage(name)`` wraps each step (``datasets``, ``model``, ``trainer``) in a
+            context, e.g. to time it or to attribute its errors (``config validate``).
+
+    Raises:
+        ConfigError, DataError, ComponentBuildError: From the builders.
+        DataError: The ranks drew different splits (they must share the seeds).
+    """
+    runtime = runtime or (session.runtime if session is not None else Runtime())
+    log = logger or (session.logger if session is not None else logging.getLogger("thelper"))
+    stage = stage or (lambda name: contextlib.nullcontext())
+    with stage("datasets"):
+        data = build_data(cfg, seeds, registry, runtime=runtime, logger=log)
+    if runtime.distributed:
+        digests = runtime.all_gather_object(data.digest())
+        if len(set(digests)) != 1:
+            raise DataError("the ranks drew different train/valid/test splits "
+                            f"(digests {digests}); every rank must use rank 0's seeds")
+    parts = Assembly(data)
+    if not model:
+        return parts
+    with stage("model"):
+        parts.model = build_model(cfg, registry, data.task, seed=seeds["torch"])
+    n_params = sum(p.numel() for p in parts.model.parameters())
+    log.info("model %s: %s parameters", cfg.model.type, f"{n_params:,}")
+    if session is not None:
+        session.task = data.task
+        tcfg = cfg.trainer
+        with stage("trainer"):
+            parts.trainer = registry.build("trainer", tcfg.type, tcfg.params,
+                                           session=session, model=parts.model, data=data,
+                                           registry=registry)
+    return parts
+
+
+def record(session: Any, parts: Assembly) -> None:
+    """Write ``logs/splits.json``, ``datasets.txt``, ``task.json`` and ``model.txt``
+    (rank 0 only; the other ranks return at once)."""
+    if not session.is_main:
+        return
+    data, cfg = parts.data, session.cfg
+    logs = session.logs_dir
+    summary = {
+        "seed": data.seed,
+        "datasets": {n: {"size": len(ds), "type": cfg.datasets[n].type,
+                         "indices": data.indices.get(n, {})} for n, ds in data.datasets.items()},
+        "sizes": {s: len(sd) for s, sd in data.splits.items()},
+    }
+    (logs / "splits.json").write_text(json.dumps(summary, indent=1))
+    base, augments = data.transforms
+    lines = [f"{n}: {cfg.datasets[n].type} {ds!r} -> " + ", ".join(
+        f"{s}={len(v)}" for s, v in data.indices.get(n, {}).items())
+        for n, ds in data.datasets.items()]
+    lines.append(f"base transforms: {Compose(base)!r}")
+    lines.append(f"train augments: {Compose(augments)!r}")
+    (logs / "datasets.txt").write_text("\n".join(lines) + "\n")
+    (logs / "task.json").write_text(json.dumps(data.task.to_dict(), indent=2))
+    model = parts.model
+    if model is not None:
+        spec = cfg.model
+        n_params = sum(p.numel() for p in model.parameters())
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        text = (f"type: {spec.type}\nparams: {spec.params.model_dump()}\n"
+                f"parameters: {n_params:,} ({n_train:,} trainable)\n\n{model}\n")
+        (logs / "model.txt").write_text(text)

@@ -122,15 +122,57 @@ def _root(
 
 
 # ----------------------------------------------------------------------------- run
-def _run(config: Path, save_dir: Path, sets: list[str] | None) -> None:
-    from thelper.config import load_config
+NprocOption = Annotated[int | None, typer.Option(
+    "--nproc-per-node", min=1, metavar="N",
+    help="Train with N DistributedDataParallel ranks on this machine (gloo on CPUs, nccl on "
+         "GPUs; loaders.batch_size is per rank). device: cuda:all starts one rank per GPU. "
+         "For several machines use 'torchrun ... -m thelper run CONFIG'.")]
+
+
+def _worker_args(command: list[str], sets: list[str] | None) -> list[str]:
+    """The command line a launched rank runs (global flags first)."""
+    head = ["--traceback"] if _STATE["traceback"] else []
+    for name in sorted(_STATE["blocked"] or ()):
+        head += ["-p", f"no:{name}"]
+    tail: list[str] = []
+    for item in sets or []:
+        tail += ["--set", item]
+    return head + command + tail
+
+
+def _launch_if_asked(nproc: int | None, device: str, command: list[str],
+                     sets: list[str] | None) -> bool:
+    """Start ``nproc`` ranks (or one per GPU for ``cuda:all``) and exit with their status;
+    False when this process should run the session itself."""
+    from thelper.launch import in_launched_job, launch_workers
+
+    if in_launched_job():
+        return False
+    if nproc is None and device == "cuda:all":
+        import torch
+
+        nproc = torch.cuda.device_count() if torch.cuda.is_available() else None
+    if not nproc or nproc < 2:
+        return False
+    code = launch_workers(nproc, _worker_args(command, sets))
+    raise typer.Exit(code)
+
+
+def _run(config: Path, save_dir: Path, sets: list[str] | None,
+         nproc: int | None = None) -> None:
+    from thelper.config import load_config, validate_document
     from thelper.runner import run_session
 
     pm = _pm()
     _warn_failures(pm)
     doc = load_config(config, sets or [])
+    cfg = validate_document(doc, pm.registry)  # a bad config fails before any rank starts
+    _launch_if_asked(nproc, cfg.trainer.device,
+                     ["run", str(config), "--save-dir", str(save_dir)], sets)
     session = run_session(doc, save_dir, pm)
-    typer.echo(f"session {session.name}: {session.status}; results in {session.session_dir}")
+    if getattr(session, "is_main", True):
+        typer.echo(f"session {session.name}: {session.status}; results in "
+                   f"{session.session_dir}")
 
 
 @app.command("run", cls=_Command)
@@ -140,6 +182,7 @@ def run_cmd(
         "--save-dir", "-o", help="Where the session directory <name>/ is created.")
     ] = Path("sessions"),
     sets: SetOption = None,
+    nproc_per_node: NprocOption = None,
 ) -> None:
     """Train, validate and test a session; writes SAVE_DIR/<name>/.
 
@@ -147,8 +190,11 @@ def run_cmd(
     logs/, output/<name>/{train,valid,test}/ (TensorBoard events, reports), run.json and
     config.latest.yaml. An existing session directory is never overwritten: resume it or
     choose another --save-dir or name.
+
+    With --nproc-per-node N (or under torchrun) the session trains on N ranks; rank 0
+    writes every file. See docs/distributed.md.
     """
-    _run(config, save_dir, sets)
+    _run(config, save_dir, sets, nproc_per_node)
 
 
 @app.command("new", hidden=True, cls=_Command)
@@ -171,17 +217,25 @@ def resume_cmd(
         "--map-location", help="Load checkpoint tensors on this device (e.g. cpu) and train "
         "there.")] = None,
     sets: SetOption = None,
+    nproc_per_node: NprocOption = None,
 ) -> None:
     """Continue a session from its latest checkpoint (model, optimizer, scheduler, RNG).
 
     Use --set to change the stored config, e.g. --set trainer.epochs=50 to train longer.
+    With the world size of the original run the continuation is exact; with another one it
+    works and the log says that the sample order changed.
     """
     from thelper.runner import resume_session
 
     pm = _pm()
     _warn_failures(pm)
+    command = ["resume", str(path)] + (["--eval-only"] if eval_only else []) + (
+        ["--map-location", map_location] if map_location else [])
+    _launch_if_asked(nproc_per_node, "", command, sets)
     session = resume_session(path, sets or [], eval_only=eval_only, map_location=map_location,
                              pm=pm)
+    if not session.is_main:
+        return
     if eval_only:
         typer.echo(json.dumps(session.test_metrics, indent=2))
     typer.echo(f"session {session.name}: {session.status}; results in {session.session_dir}")

@@ -47,12 +47,9 @@ class PredictionLogger(Metric):
         self.top_k = top_k
         self.max_samples = max_samples
         self.class_names = list(getattr(task, "class_names", None) or []) or None
-        self.reset()
-
-    def reset(self) -> None:
-        self._outputs: list[torch.Tensor] = []
-        self._targets: list[torch.Tensor] = []
-        self._count = 0
+        self.add_state("_outputs", [], "cat")
+        self.add_state("_targets", [], "cat")
+        self.add_state("_count", 0, "sum")
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         if self.max_samples is not None and self._count >= self.max_samples:
@@ -65,8 +62,9 @@ class PredictionLogger(Metric):
         self._count += n
 
     def _rows(self) -> list[dict[str, Any]]:
-        outputs = torch.cat(self._outputs).float().cpu()
-        targets = torch.cat(self._targets).cpu()
+        limit = self.max_samples  # several ranks' samples merged: keep the first ones
+        outputs = torch.cat(self._outputs).float().cpu()[:limit]
+        targets = torch.cat(self._targets).cpu()[:limit]
         rows: list[dict[str, Any]] = []
         if self.class_names is not None and outputs.ndim == 2 and \
                 outputs.shape[1] == len(self.class_names):

@@ -1,7 +1,8 @@
 """Hook specifications of thelper (pluggy project ``"thelper"``).
 
 A plugin is any module or object with functions named like the specs below, decorated with
-:data:`thelper.hookimpl`. Installed distributions expose their plugin module through the
+:data:`hookimpl` (defined here, beside the specs; :mod:`thelper.plugins` and :mod:`thelper`
+re-export it). Installed distributions expose their plugin module through the
 ``thelper.plugins`` entry-point group; the core registers its own built-ins through the same
 plugin manager. Only :class:`thelper.plugins.ThelperPluginManager` calls these hooks.
 
@@ -29,7 +30,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from thelper.registry import ComponentInfo
     from thelper.session import Session
 
-hookspec = pluggy.HookspecMarker("thelper")
+__all__ = ["hookspec", "hookimpl", "PROJECT"]
+
+#: The pluggy project name: every hook is prefixed ``thelper_``.
+PROJECT = "thelper"
+#: Marks a hook specification (used in this module only).
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Marks a hook implementation in a plugin: decorate each ``thelper_*`` function with it.
+#: Importable from here, from :mod:`thelper.plugins` and from :mod:`thelper`.
+hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec

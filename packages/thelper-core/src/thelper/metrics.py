@@ -1,23 +1,40 @@
 """Metrics: accumulate on the device during an epoch, reduce once at its end.
 
 Every metric follows the same small protocol so that the generic loop never needs to know
-which one it holds: :meth:`Metric.reset`, :meth:`Metric.update` (called every step with
-detached logits and targets, without device-to-host synchronisation), :meth:`Metric.compute`
-(a float for scalar metrics, ``None`` otherwise) and, for metrics that produce files or
-figures, :meth:`Metric.report`.
+which one it holds: :meth:`Metric.update` (called every step with detached logits and
+targets, without device-to-host synchronisation), :meth:`Metric.compute` (a float for scalar
+metrics, ``None`` otherwise) and, for metrics that produce files or figures,
+:meth:`Metric.report`.
+
+A metric declares its accumulated state with :meth:`Metric.add_state`, as torchmetrics does
+(``add_state(name, default, dist_reduce_fx)``). The declaration is what makes a metric
+correct everywhere without code of its own: :meth:`Metric.reset` restores the defaults,
+:meth:`Metric.state_dict` is what mid-epoch checkpoints keep, and :func:`merge_states`
+combines the states of several ranks (or of the ranks of an earlier job) with each state's
+reduction:
+
+* ``"sum"``: tensors or numbers added (counts, sums of errors, confusion matrices);
+* ``"cat"``: lists of per-batch tensors concatenated in rank order (scores, predictions);
+* ``"max"`` / ``"min"``: element-wise extremes.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 __all__ = ["Metric", "Accuracy", "ConfusionMatrix", "ClassificationReport", "Report",
-           "MeanAbsoluteError", "MeanSquaredError", "RootMeanSquaredError", "ROCAUC"]
+           "MeanAbsoluteError", "MeanSquaredError", "RootMeanSquaredError", "ROCAUC",
+           "merge_states", "REDUCTIONS"]
+
+#: Accepted ``dist_reduce_fx`` values of :meth:`Metric.add_state`.
+REDUCTIONS = ("sum", "cat", "max", "min")
 
 
 class Report:
@@ -33,8 +50,49 @@ class Report:
         self.figure = figure
 
 
+def _reduce(values: list[Any], fx: str) -> Any:
+    """Combine one state's values (in rank order) with reduction ``fx``."""
+    values = [v for v in values if v is not None]
+    if fx == "cat":
+        out: list[Any] = []
+        for v in values:
+            out.extend(v if isinstance(v, list | tuple) else [v])
+        return out
+    if not values:
+        return None
+    result = values[0]
+    for v in values[1:]:
+        if fx == "sum":
+            result = result + v
+        elif isinstance(result, torch.Tensor) or isinstance(v, torch.Tensor):
+            a, b = torch.as_tensor(result), torch.as_tensor(v)
+            result = torch.maximum(a, b) if fx == "max" else torch.minimum(a, b)
+        else:
+            result = max(result, v) if fx == "max" else min(result, v)
+    return result
+
+
+def merge_states(metric: Metric, states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The state of ``metric`` that several ranks' states ``states`` add up to.
+
+    Args:
+        metric: A metric whose declared states (:meth:`Metric.add_state`) give each
+            reduction.
+        states: :meth:`Metric.state_dict` of every rank, in rank order (CPU tensors).
+
+    Returns:
+        One state dict, as if one process had seen every rank's samples in rank order.
+    """
+    return {name: _reduce([s.get(name) for s in states], fx)
+            for name, (_, fx) in metric.declared_states().items()}
+
+
 class Metric:
     """Base metric.
+
+    Subclasses declare what they accumulate in ``__init__`` with :meth:`add_state`, update
+    it in :meth:`update` and read it in :meth:`compute` / :meth:`report`; they need no
+    ``reset``, ``state_dict`` or reduction code of their own.
 
     Attributes:
         goal: ``"max"`` or ``"min"`` when :meth:`compute` returns a monitorable scalar,
@@ -43,8 +101,38 @@ class Metric:
 
     goal: ClassVar[str | None] = None
 
+    def add_state(self, name: str, default: Any, dist_reduce_fx: str = "sum") -> None:
+        """Declare an accumulated state (an attribute reset to ``default`` each epoch).
+
+        Args:
+            name: Attribute name.
+            default: Initial value: a tensor or number (``sum``, ``max``, ``min``), or an
+                empty list that :meth:`update` appends per-batch tensors to (``cat``).
+            dist_reduce_fx: How the values of several ranks combine: ``sum``, ``cat``,
+                ``max`` or ``min`` (torchmetrics' names).
+
+        Raises:
+            ValueError: Unknown reduction, or ``cat`` with a default that is not an empty
+                list.
+        """
+        if dist_reduce_fx not in REDUCTIONS:
+            raise ValueError(f"add_state({name!r}): dist_reduce_fx must be one of "
+                             f"{', '.join(REDUCTIONS)} (got {dist_reduce_fx!r})")
+        if dist_reduce_fx == "cat" and default != []:
+            raise ValueError(f"add_state({name!r}): a 'cat' state starts as an empty list")
+        if "_declared" not in self.__dict__:
+            self._declared: dict[str, tuple[Any, str]] = {}
+        self._declared[name] = (default, dist_reduce_fx)
+        setattr(self, name, copy.deepcopy(default))
+
+    def declared_states(self) -> dict[str, tuple[Any, str]]:
+        """``{name: (default, dist_reduce_fx)}`` of every :meth:`add_state`."""
+        return dict(self.__dict__.get("_declared", {}))
+
     def reset(self) -> None:
-        """Forget everything accumulated (called at the start of each evaluation)."""
+        """Restore every declared state to its default (at the start of each evaluation)."""
+        for name, (default, _) in self.declared_states().items():
+            setattr(self, name, copy.deepcopy(default))
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         """Accumulate one batch.
@@ -69,16 +157,21 @@ class Metric:
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        """Accumulated state, for mid-epoch checkpoints.
-
-        The default returns every attribute whose name starts with ``_`` (tensors, numbers,
-        lists of tensors): override when the state holds anything else.
-        """
-        return {k: v for k, v in vars(self).items() if k.startswith("_")}
+        """The declared states (:meth:`add_state`), for mid-epoch checkpoints and the
+        reduction across ranks."""
+        return {name: getattr(self, name) for name in self.declared_states()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned (declared states only).
+
+        Raises:
+            KeyError: ``state`` names a state this metric does not declare.
+        """
+        declared = self.declared_states()
         for k, v in state.items():
+            if k not in declared:
+                raise KeyError(f"{type(self).__name__} declares no state {k!r} (declared: "
+                               f"{', '.join(declared) or 'none'})")
             setattr(self, k, v)
 
 
@@ -108,11 +201,8 @@ class Accuracy(Metric):
     def __init__(self, top_k: int = 1, ignore_index: int = -100) -> None:
         self.top_k = top_k
         self.ignore_index = ignore_index
-        self.reset()
-
-    def reset(self) -> None:
-        self._correct: torch.Tensor | int = 0
-        self._total: torch.Tensor | int = 0
+        self.add_state("_correct", 0, "sum")
+        self.add_state("_total", 0, "sum")
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         k = min(self.top_k, outputs.shape[1])
@@ -144,10 +234,7 @@ class ConfusionMatrix(Metric):
     def __init__(self, normalize: str | None = None, task: Any = None) -> None:
         self.class_names = _class_names(task)
         self.normalize = normalize
-        self.reset()
-
-    def reset(self) -> None:
-        self._counts: torch.Tensor | None = None
+        self.add_state("_counts", None, "sum")  # (C * C,) int64, created on the device
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         c = len(self.class_names)
@@ -214,11 +301,8 @@ class ClassificationReport(Metric):
     def __init__(self, digits: int = 4, task: Any = None) -> None:
         self.class_names = _class_names(task)
         self.digits = digits
-        self.reset()
-
-    def reset(self) -> None:
-        self._preds: list[torch.Tensor] = []
-        self._targets: list[torch.Tensor] = []
+        self.add_state("_preds", [], "cat")
+        self.add_state("_targets", [], "cat")
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         self._preds.append(outputs.argmax(dim=1))
@@ -260,11 +344,8 @@ class _ErrorMetric(Metric):
     _power = 1
 
     def __init__(self, task: Any = None) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self._sum: torch.Tensor | float = 0.0
-        self._count: torch.Tensor | int = 0
+        self.add_state("_sum", 0.0, "sum")  # float64 on the device once updated
+        self.add_state("_count", 0, "sum")
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         o, t = _regression_pair(outputs, targets)
@@ -341,11 +422,8 @@ class ROCAUC(Metric):
         self.average = average
         self.ignore_index = ignore_index
         self.class_names = _class_names(task) if getattr(task, "class_names", None) else None
-        self.reset()
-
-    def reset(self) -> None:
-        self._scores: list[torch.Tensor] = []
-        self._targets: list[torch.Tensor] = []
+        self.add_state("_scores", [], "cat")
+        self.add_state("_targets", [], "cat")
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         logits = outputs.float()

@@ -1,22 +1,28 @@
 """The plugin manager facade: the only code that calls ``pm.hook.*``.
 
-Plugins come from one door, the ``thelper.plugins`` entry-point group; the core's own
-built-ins (:mod:`thelper._builtins`) are registered through the same manager. Loading is
-isolated: a plugin that fails to import, or raises while registering, is recorded in
+This is the bottom layer of the plugin system: it imports the hook specifications
+(:mod:`thelper.hookspecs`, where :data:`hookimpl` lives too) and the registry, never the
+plugins it loads. Plugins come from one door, the ``thelper.plugins`` entry-point group; the
+core's own built-ins are known only as a table of module names, :data:`BUILTIN_PLUGINS`,
+imported when a manager is created and blockable like any plugin. Loading is isolated: a
+plugin that fails to import, or raises while registering or adding commands, is recorded in
 :attr:`ThelperPluginManager.failures` (with its distribution) and every other plugin keeps
 working.
 
 Switches:
     ``THELPER_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry-point plugin except those named in
-    ``THELPER_PLUGINS`` (comma-separated entry-point names).
-    ``THELPER_BLOCK_PLUGINS`` / ``-p no:<name>``: never load these plugins.
+    ``THELPER_PLUGINS`` (comma-separated entry-point names); the built-ins still load.
+    ``THELPER_BLOCK_PLUGINS`` / ``-p no:<name>``: never load these plugins, built-ins
+    included (``-p no:core`` leaves no built-in component; ``-p no:tensorboard`` no
+    TensorBoard events).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -34,6 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "BUILTIN_PLUGINS",
+    "BUILTIN_DISTRIBUTION",
     "hookimpl",
     "PluginRecord",
     "PluginFailure",
@@ -42,8 +50,21 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "thelper.plugins"
-hookimpl = pluggy.HookimplMarker("thelper")
+#: Re-exported from :mod:`thelper.hookspecs`, where it is defined beside the specs.
+hookimpl = hookspecs.hookimpl
+#: Name of the built-in plugin that registers the core's components.
 CORE_PLUGIN = "core"
+#: Distribution of the built-in plugins.
+BUILTIN_DISTRIBUTION = "thelper-core"
+#: The core's built-in plugins, ``{plugin name: module}``, in registration order. The modules
+#: are imported when a manager is created (never when this module is imported), each unless
+#: blocked by name (``-p no:NAME``, ``THELPER_BLOCK_PLUGINS``), exactly like entry points.
+BUILTIN_PLUGINS: dict[str, str] = {
+    CORE_PLUGIN: "thelper._builtins",
+    "core-commands": "thelper.tools.commands",
+    "run-record": "thelper.trackers.run_record",
+    "tensorboard": "thelper.trackers.tensorboard",
+}
 
 
 @dataclass
@@ -75,8 +96,9 @@ class PluginFailure:
         error: One-line description of the exception.
         details: Full traceback text, for ``--traceback``.
         kind: Kind of the component refused at registration, if the failure is about one
-            component (e.g. a duplicate name, or a params module that does not exist).
-        names: Name and aliases of that component.
+            component (e.g. a duplicate name, or a params module that does not exist);
+            ``"command"`` for a CLI command refused as a duplicate.
+        names: Name and aliases of that component (or the command's name).
     """
 
     name: str
@@ -96,32 +118,55 @@ def _env_list(var: str) -> set[str]:
     return {x.strip() for x in os.environ.get(var, "").split(",") if x.strip()}
 
 
+def _command_names(app: typer.Typer, commands: list[Any] | None = None,
+                   groups: list[Any] | None = None) -> list[str]:
+    """The CLI names of typer command and group registrations (those of ``app`` when
+    ``commands`` and ``groups`` are ``None``), as typer will name them."""
+    from typer.main import get_command_name, solve_typer_info_defaults
+
+    commands = app.registered_commands if commands is None else commands
+    groups = app.registered_groups if groups is None else groups
+    names = []
+    for info in commands:
+        name = info.name or (get_command_name(info.callback.__name__) if info.callback else None)
+        if name:
+            names.append(name)
+    for group in groups:
+        name = solve_typer_info_defaults(group).name
+        if name:
+            names.append(name)
+        elif group.typer_instance is not None:  # an unnamed group adds its commands
+            names += _command_names(group.typer_instance)
+    return names
+
+
 class ThelperPluginManager:
     """Typed facade over :class:`pluggy.PluginManager` for thelper.
 
     Args:
         autoload: Load plugins from the ``thelper.plugins`` entry points. Defaults to ``True``
             unless ``THELPER_DISABLE_PLUGIN_AUTOLOAD`` is set.
-        blocked: Plugin names never to load (adds to ``THELPER_BLOCK_PLUGINS``).
+        blocked: Plugin names never to load (adds to ``THELPER_BLOCK_PLUGINS``), built-ins
+            (:data:`BUILTIN_PLUGINS`) included.
+
+    Attributes:
+        records: Loaded plugins by name, in registration order (built-ins first).
+        blocked: Names of the plugins never to load.
+        blocked_plugins: The blocked plugins that exist (a built-in or an installed entry
+            point), ``{name: distribution}``; none of their code is imported. The registry
+            (:attr:`registry`) mentions them when a config names an unknown component.
     """
 
     def __init__(self, autoload: bool | None = None, blocked: Iterable[str] = ()) -> None:
-        self._pm = pluggy.PluginManager("thelper")
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
+        self.blocked_plugins: dict[str, str | None] = {}
         self._load_failures: list[PluginFailure] = []
         self._registry_failures: list[PluginFailure] = []
         self.blocked: set[str] = set(blocked) | _env_list("THELPER_BLOCK_PLUGINS")
         self._registry: Registry | None = None
-        from thelper import _builtins
-        from thelper.tools import commands
-        from thelper.trackers import run_record, tensorboard
-
-        self.register(_builtins, name=CORE_PLUGIN, distribution="thelper-core")
-        self.register(commands, name="core-commands", distribution="thelper-core")
-        for name, module in (("run-record", run_record), ("tensorboard", tensorboard)):
-            if name not in self.blocked:
-                self.register(module, name=name, distribution="thelper-core")
+        self.load_builtins()
         if autoload is None:
             autoload = not os.environ.get("THELPER_DISABLE_PLUGIN_AUTOLOAD")
         self.load_entrypoints(only=None if autoload else _env_list("THELPER_PLUGINS"))
@@ -165,6 +210,21 @@ class ThelperPluginManager:
         self.records.pop(name, None)
         self._registry = None
 
+    def load_builtins(self) -> None:
+        """Import and register the core's built-in plugins (:data:`BUILTIN_PLUGINS`).
+
+        Each is skipped when blocked (and listed in :attr:`blocked_plugins`), and isolated
+        like an entry point: an import or registration error becomes a
+        :class:`PluginFailure`. Called by the constructor.
+        """
+        for name, module in BUILTIN_PLUGINS.items():
+            if name in self.records:
+                continue
+            if name in self.blocked:
+                self.blocked_plugins[name] = BUILTIN_DISTRIBUTION
+                continue
+            self._load(name, BUILTIN_DISTRIBUTION, lambda m=module: importlib.import_module(m))
+
     def load_entrypoints(self, only: set[str] | None = None) -> None:
         """Load the ``thelper.plugins`` entry points, isolating failures.
 
@@ -173,27 +233,34 @@ class ThelperPluginManager:
         """
         seen: set[str] = set()
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in seen or ep.name in self.blocked or ep.name in self.records:
+            if ep.name in seen or ep.name in self.records:
+                continue
+            dist = ep.dist.name if ep.dist is not None else None
+            if ep.name in self.blocked:
+                self.blocked_plugins.setdefault(ep.name, dist)
                 continue
             if only is not None and ep.name not in only:
                 continue
             seen.add(ep.name)
-            dist = ep.dist.name if ep.dist is not None else None
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - isolate any plugin failure
-                self._load_failures.append(
-                    PluginFailure(ep.name, dist, "import", f"{type(exc).__name__}: {exc}",
-                                  traceback.format_exc())
-                )
-                continue
-            try:
-                self.register(plugin, name=ep.name, distribution=dist)
-            except Exception as exc:  # noqa: BLE001
-                self._load_failures.append(
-                    PluginFailure(ep.name, dist, "register", f"{type(exc).__name__}: {exc}",
-                                  traceback.format_exc())
-                )
+            self._load(ep.name, dist, ep.load)
+
+    def _load(self, name: str, dist: str | None, load: Callable[[], object]) -> None:
+        """Import a plugin with ``load()`` and register it; failures are recorded."""
+        try:
+            plugin = load()
+        except Exception as exc:  # noqa: BLE001 - isolate any plugin failure
+            self._load_failures.append(
+                PluginFailure(name, dist, "import", f"{type(exc).__name__}: {exc}",
+                              traceback.format_exc())
+            )
+            return
+        try:
+            self.register(plugin, name=name, distribution=dist)
+        except Exception as exc:  # noqa: BLE001
+            self._load_failures.append(
+                PluginFailure(name, dist, "register", f"{type(exc).__name__}: {exc}",
+                              traceback.format_exc())
+            )
 
     # ----------------------------------------------------------------- registry
     @property
@@ -205,9 +272,10 @@ class ThelperPluginManager:
 
     def _build_registry(self) -> Registry:
         registry = Registry()
+        registry.blocked = dict(self.blocked_plugins)
         self._registry_failures = []
         caller = self._pm.hook.thelper_register_components
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order: the first one keeps a name
             record = self.records.get(impl.plugin_name)
             dist = record.distribution if record else None
             try:
@@ -240,17 +308,56 @@ class ThelperPluginManager:
 
     # ----------------------------------------------------------------- commands
     def add_commands(self, app: typer.Typer) -> None:
-        """Let each plugin add CLI commands; failures are recorded, not raised."""
-        for impl in reversed(self._pm.hook.thelper_add_commands.get_hookimpls()):
+        """Let each plugin add CLI commands; failures are recorded, not raised.
+
+        A command (or command group) name is owned by whoever adds it first: the CLI itself
+        for the commands ``app`` has already, then the plugins in registration order. A
+        plugin that adds a name already taken has that command removed, and a
+        :class:`PluginFailure` (stage ``"add commands"``) names both plugins and their
+        distributions, like a duplicate component.
+        """
+        owners = {name: (None, None) for name in _command_names(app)}
+        for impl in self._pm.hook.thelper_add_commands.get_hookimpls():  # registration order
+            record = self.records.get(impl.plugin_name)
+            dist = record.distribution if record else None
+            commands, groups = list(app.registered_commands), list(app.registered_groups)
             try:
                 impl.function(app=app)
             except Exception as exc:  # noqa: BLE001
-                record = self.records.get(impl.plugin_name)
                 self._load_failures.append(
-                    PluginFailure(impl.plugin_name, record.distribution if record else None,
-                                  "add commands", f"{type(exc).__name__}: {exc}",
-                                  traceback.format_exc())
+                    PluginFailure(impl.plugin_name, dist, "add commands",
+                                  f"{type(exc).__name__}: {exc}", traceback.format_exc())
                 )
+            self._refuse_duplicates(app, commands, groups, owners, impl.plugin_name, dist)
+
+    def _refuse_duplicates(self, app: typer.Typer, commands: list[Any], groups: list[Any],
+                           owners: dict[str, tuple[str | None, str | None]], plugin: str,
+                           dist: str | None) -> None:
+        """Remove the commands ``plugin`` added under a name already taken (recording one
+        failure per name) and record the names it now owns."""
+        for is_group, registered, before in ((False, app.registered_commands, commands),
+                                             (True, app.registered_groups, groups)):
+            known = {id(x) for x in before}
+            for entry in [x for x in registered if id(x) not in known]:
+                names = _command_names(app, [], [entry]) if is_group else \
+                    _command_names(app, [entry], [])
+                taken = [n for n in names if n in owners]
+                for name in taken:
+                    other, other_dist = owners[name]
+                    first = ("the thelper CLI itself" if other is None
+                             else f"plugin {other!r} ({other_dist or 'registered in-process'})")
+                    second = f"plugin {plugin!r} ({dist or 'registered in-process'})"
+                    by = (f"added twice by {second}" if other == plugin
+                          else f"added by {first} and by {second}")
+                    self._load_failures.append(PluginFailure(
+                        plugin, dist, "add commands",
+                        f"duplicate command {name!r}: {by}; the first one is kept; uninstall "
+                        "one of them or block a plugin with '-p no:<plugin>'",
+                        kind="command", names=(name,)))
+                if taken:
+                    registered.remove(entry)
+                else:
+                    owners.update((n, (plugin, dist)) for n in names)
 
     # ---------------------------------------------------------------- lifecycle
     def session_start(self, session: Any) -> None:

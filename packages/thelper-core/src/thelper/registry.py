@@ -283,6 +283,9 @@ class Registry:
     def __init__(self) -> None:
         self._components: dict[tuple[str, str], ComponentInfo] = {}
         self._aliases: dict[tuple[str, str], str] = {}
+        #: Plugins that exist but were blocked, ``{name: distribution}`` (set by the plugin
+        #: manager); :meth:`suggestion` mentions them when it has no close match.
+        self.blocked: dict[str, str | None] = {}
 
     def add(self, info: ComponentInfo) -> None:
         """Add a component.
@@ -343,9 +346,18 @@ class Registry:
             return f"did you mean {quoted}?"
         canonical = self.names(kind)
         if not canonical:
-            return f"no {kind} is registered; install a plugin that provides one"
+            return f"no {kind} is registered; install a plugin that provides one" + \
+                self._blocked_note()
         shown = ", ".join(canonical[:12]) + (", ..." if len(canonical) > 12 else "")
-        return f"registered {kind}s: {shown} (see 'thelper plugins list')"
+        return f"registered {kind}s: {shown} (see 'thelper plugins list')" + self._blocked_note()
+
+    def _blocked_note(self) -> str:
+        if not self.blocked:
+            return ""
+        names = ", ".join(f"'{n}' ({d or 'unknown distribution'})"
+                          for n, d in sorted(self.blocked.items()))
+        return (f"; blocked plugins, not loaded: {names} (remove their '-p no:NAME' or "
+                "THELPER_BLOCK_PLUGINS entry to load them)")
 
     def get(self, kind: str, name: str) -> ComponentInfo:
         """Look up a component by canonical name or alias.

@@ -12,7 +12,15 @@ from thelper.config import ConfigDocument, document_from_dict, validate_document
 from thelper.exceptions import CheckpointError, ConfigError, SessionError
 from thelper.logs import attach_file_handler, setup_logging
 from thelper.plugins import ThelperPluginManager, get_plugin_manager
-from thelper.session import Session, create_session_dir, draw_seeds, flatten_hparams, probe_writable
+from thelper.runtime import Runtime
+from thelper.session import (
+    Session,
+    SilentPlugins,
+    create_session_dir,
+    draw_seeds,
+    flatten_hparams,
+    probe_writable,
+)
 
 __all__ = ["run_session", "resume_session"]
 
@@ -23,41 +31,61 @@ def _config_dump(cfg: Any, seeds: dict[str, int]) -> dict[str, Any]:
     return data
 
 
+def _restore_torch_flags() -> Any:
+    """Snapshot the process-wide torch switches a session may change; returns a restorer."""
+    import torch
+
+    det = torch.are_deterministic_algorithms_enabled()
+    warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    bench, cudnn_det = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+
+    def restore() -> None:
+        torch.use_deterministic_algorithms(det, warn_only=warn)
+        torch.backends.cudnn.benchmark = bench
+        torch.backends.cudnn.deterministic = cudnn_det
+
+    return restore
+
+
 def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any] | None,
              eval_only: bool = False) -> Session:
     import torch
 
-    from thelper.build import build_data, build_model
+    from thelper.build import assemble, record
     from thelper.checkpoint import find_checkpoint, set_rng_state
 
     registry = pm.registry
     log = session.logger
-    handler = attach_file_handler(session.logs_dir / "trainer.log")
+    runtime = session.runtime
+    handler = attach_file_handler(session.logs_dir / "trainer.log") if session.is_main \
+        else None
     started = False
     status, error = "failed", None
     previous = _install_stop_handlers(session)
+    restore_flags = _restore_torch_flags()
     if session.cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
         torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
     try:
         log.info("session %r in %s", session.name, session.session_dir)
+        if runtime.distributed:
+            log.info("rank %d of %d (%s backend), device %s", runtime.rank, runtime.world_size,
+                     runtime.backend, runtime.device)
         log.info("seeds: %s", session.seeds)
         session.write_config_files()
         session.write_packages()
-        data = build_data(session, registry)
-        session.task = data.task
-        torch.manual_seed(session.seeds["torch"])
-        model = build_model(session, registry, data.task)
-        tcfg = session.cfg.trainer
-        trainer = registry.build("trainer", tcfg.type, tcfg.params, session=session,
-                                 model=model, data=data, registry=registry)
+        parts = assemble(session.cfg, session.seeds, registry, runtime, session=session)
+        record(session, parts)
+        trainer = parts.trainer
         if ckpt is not None:
             trainer.load_state_dict(ckpt)
             if ckpt.get("rng"):
                 set_rng_state(ckpt["rng"])
         session.hparams = flatten_hparams(session.config)
-        pm.session_start(session)
+        session.plugins.session_start(session)
         started = True
+        tcfg = session.cfg.trainer
         if eval_only:
             given = session.extras.get("eval_checkpoint")
             trainer.test(Path(given) if given else find_checkpoint(session.session_dir, "best"))
@@ -82,17 +110,51 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
         if started:
             session.status = status
             try:
-                pm.session_end(session, status, error)
+                session.plugins.session_end(session, status, error)
             finally:
                 log.info("session %s: %s", session.name, status)
         elif error is not None:
             log.error("session %s failed before training started: %s", session.name, error)
-            _record_early_failure(session, error)
+            if session.is_main:
+                _record_early_failure(session, error)
         for signum, old in previous.items():
             signal.signal(signum, old)
-        logging.getLogger("thelper").removeHandler(handler)
-        handler.close()
+        restore_flags()
+        if handler is not None:
+            logging.getLogger("thelper").removeHandler(handler)
+            handler.close()
     return session
+
+
+def _on_main(runtime: Any, fn: Any) -> Any:
+    """Run ``fn()`` on rank 0 and hand its result to every rank; a user-facing error on
+    rank 0 is raised on every rank (instead of leaving the others waiting)."""
+    from thelper.exceptions import ThelperError
+
+    result: tuple[str, Any] = ("ok", None)
+    if runtime.is_main:
+        try:
+            result = ("ok", fn())
+        except ThelperError as exc:
+            if not runtime.distributed:
+                raise
+            result = ("error", (type(exc), str(exc)))
+    result = runtime.broadcast_object(result)
+    if result[0] == "error":
+        cls, text = result[1]
+        raise cls(text)
+    return result[1]
+
+
+def _start_runtime(runtime: Any, device: str) -> Any:
+    from thelper.runtime import Runtime
+
+    runtime = runtime or Runtime.from_env()
+    runtime.start(device)
+    if runtime.distributed and not runtime.is_main:
+        # the other ranks log warnings and errors only, with their rank
+        logging.getLogger("thelper").setLevel(logging.WARNING)
+    return runtime
 
 
 def _install_stop_handlers(session: Session) -> dict[int, Any]:
@@ -137,8 +199,19 @@ def _record_early_failure(session: Session, error: BaseException) -> None:
 
 
 def run_session(doc: ConfigDocument, save_dir: str | Path,
-                pm: ThelperPluginManager | None = None) -> Session:
+                pm: ThelperPluginManager | None = None, runtime: Runtime | None = None
+                ) -> Session:
     """Validate ``doc``, create ``save_dir/<name>/`` and train, validate and test.
+
+    Under several ranks (torchrun) every rank calls this; rank 0 draws the seeds and
+    creates the directory, and hands both to the others before anything is split.
+
+    Args:
+        doc: The config document.
+        save_dir: Where the session directory is created.
+        pm: Plugin manager (default: the process's).
+        runtime: Rank and world size (default: from the environment, see
+            :meth:`thelper.runtime.Runtime.from_env`).
 
     Raises:
         ConfigError: The config is invalid (every problem listed).
@@ -148,20 +221,27 @@ def run_session(doc: ConfigDocument, save_dir: str | Path,
     setup_logging()
     pm = pm or get_plugin_manager()
     cfg = validate_document(doc, pm.registry)
-    from thelper.train.trainer import resolve_device
+    runtime = _start_runtime(runtime, cfg.trainer.device)  # a missing GPU fails before the
+    try:                                                   # directory exists
 
-    resolve_device(cfg.trainer.device)  # a missing GPU fails before the directory exists
-    seeds = draw_seeds(cfg.seeds.model_dump())
-    session_dir = create_session_dir(Path(save_dir), cfg.name)
-    config = _config_dump(cfg, seeds)
-    session = Session(name=cfg.name, session_dir=session_dir, config=config, cfg=cfg,
-                      seeds=seeds, plugins=pm)
-    return _execute(session, pm, ckpt=None)
+        def create() -> tuple[dict[str, int], str]:
+            seeds = draw_seeds(cfg.seeds.model_dump())
+            return seeds, str(create_session_dir(Path(save_dir), cfg.name))
+
+        seeds, session_dir = _on_main(runtime, create)
+        config = _config_dump(cfg, seeds)
+        session = Session(name=cfg.name, session_dir=Path(session_dir), config=config,
+                          cfg=cfg, seeds=seeds, runtime=runtime,
+                          plugins=pm if runtime.is_main else SilentPlugins(pm))
+        return _execute(session, pm, ckpt=None)
+    finally:
+        runtime.close()
 
 
 def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
                    eval_only: bool = False, map_location: str | None = None,
-                   pm: ThelperPluginManager | None = None) -> Session:
+                   pm: ThelperPluginManager | None = None, runtime: Runtime | None = None
+                   ) -> Session:
     """Continue a session from its latest checkpoint (or evaluate its best one).
 
     Args:
@@ -171,6 +251,8 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
         map_location: Device for the checkpoint's tensors (``cpu`` for GPU checkpoints on a
             CPU machine; also sets ``trainer.device``).
         pm: Plugin manager.
+        runtime: Rank and world size (default: from the environment). Under several
+            ranks, every rank loads the checkpoint that rank 0 picked.
 
     Raises:
         CheckpointError: No usable checkpoint.
@@ -180,6 +262,12 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
     setup_logging()
     pm = pm or get_plugin_manager()
     log = logging.getLogger("thelper")
+    runtime = runtime or Runtime.from_env()
+    if runtime.distributed and map_location is None:
+        map_location = "cpu"  # each rank moves the state to its own device
+        load_device = None
+    else:
+        load_device = map_location
     fresh = _fresh_restart(Path(path))
     if fresh is not None:  # killed before its first checkpoint: start over in place
         log.warning("%s has no checkpoint yet: starting it again from epoch 1 with its "
@@ -193,16 +281,32 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
         raise CheckpointError(f"{str(ckpt_path)!r} holds no session config; it was not "
                               "written by 'thelper run'")
     extra = list(sets)
-    if map_location is not None:
-        extra.insert(0, f"trainer.device={map_location}")
+    if load_device is not None:
+        extra.insert(0, f"trainer.device={load_device}")
     doc = document_from_dict(config, extra)
     cfg = validate_document(doc, pm.registry)
+    runtime = _start_runtime(runtime, cfg.trainer.device)
+    try:
+        chosen = runtime.broadcast_object(str(ckpt_path) if ckpt is not None else None)
+        if chosen is not None and chosen != str(ckpt_path):  # rank 0 decides
+            from thelper.checkpoint import load_checkpoint
+
+            ckpt_path, ckpt = Path(chosen), load_checkpoint(Path(chosen), map_location)
+        return _resume(path, ckpt_path, ckpt, config, cfg, pm, runtime, eval_only)
+    finally:
+        runtime.close()
+
+
+def _resume(path: str | Path, ckpt_path: Path, ckpt: dict[str, Any] | None,
+            config: dict[str, Any], cfg: Any, pm: ThelperPluginManager, runtime: Runtime,
+            eval_only: bool) -> Session:
     session_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" \
         else ckpt_path.parent
     if not (session_dir / "checkpoints").is_dir():
         raise SessionError(f"{str(ckpt_path)!r} is not inside a session directory "
                            "(<session>/checkpoints/); cannot resume there")
-    probe_writable(session_dir)
+    if runtime.is_main:
+        probe_writable(session_dir)
     stored = (ckpt or {}).get("seeds") or config.get("seeds") or {}
     seeds = {k: int(v) for k, v in stored.items() if v is not None}
     changed = sorted(k for k, v in cfg.seeds.model_dump().items()
@@ -216,10 +320,11 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
             "drop that --set, or start a new "
             "session with 'thelper run "
             f"{session_dir / 'config.latest.yaml'} --set seeds...'")
-    seeds = draw_seeds({**cfg.seeds.model_dump(), **seeds})
+    seeds = runtime.broadcast_object(draw_seeds({**cfg.seeds.model_dump(), **seeds}))
     session = Session(name=cfg.name, session_dir=session_dir,
-                      config=_config_dump(cfg, seeds), cfg=cfg, seeds=seeds, plugins=pm,
-                      resumed=True, start_epoch=int((ckpt or {}).get("epoch", 0)) + 1,
+                      config=_config_dump(cfg, seeds), cfg=cfg, seeds=seeds, runtime=runtime,
+                      plugins=pm if runtime.is_main else SilentPlugins(pm), resumed=True,
+                      start_epoch=int((ckpt or {}).get("epoch", 0)) + 1,
                       history=copy.deepcopy((ckpt or {}).get("history") or {}))
     if ckpt is not None:
         where = f"epoch {ckpt.get('epoch')}"

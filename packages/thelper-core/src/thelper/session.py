@@ -29,7 +29,7 @@ import yaml
 
 from thelper.exceptions import SessionError
 
-__all__ = ["Session", "create_session_dir", "probe_writable", "draw_seeds", "write_json",
+__all__ = ["Session", "SilentPlugins", "create_session_dir", "probe_writable", "draw_seeds", "write_json",
            "platform_info", "git_info", "flatten_hparams", "now"]
 
 LOGGER_NAME = "thelper"
@@ -171,6 +171,27 @@ def flatten_hparams(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The facade's lifecycle methods (dispatched by rank 0 only).
+LIFECYCLE = ("session_start", "session_end", "epoch_end", "evaluation_end", "log_figure",
+             "checkpoint_saved")
+
+
+class SilentPlugins:
+    """A plugin manager whose lifecycle hooks do nothing (everything else is ``pm``'s).
+
+    What the ranks other than 0 and ``config validate --dry-run`` report to: trackers see
+    one session, from one process.
+    """
+
+    def __init__(self, pm: Any) -> None:
+        self._pm = pm
+
+    def __getattr__(self, name: str) -> Any:
+        if name in LIFECYCLE:
+            return lambda *args, **kwargs: None
+        return getattr(self._pm, name)
+
+
 @dataclass
 class Session:
     """State shared by the trainer and the lifecycle plugins.
@@ -191,6 +212,8 @@ class Session:
         hparams: Flat hyperparameters for trackers.
         logger: The session's logger (console + ``logs/trainer.log``).
         extras: Free space for plugins (keyed by plugin name).
+        runtime: Rank, world size and device of this process
+            (:class:`thelper.runtime.Runtime`); only rank 0 writes files.
     """
 
     name: str
@@ -210,6 +233,18 @@ class Session:
     extras: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     status: str = "running"
+    runtime: Any = None
+
+    def __post_init__(self) -> None:
+        if self.runtime is None:
+            from thelper.runtime import Runtime
+
+            self.runtime = Runtime()
+
+    @property
+    def is_main(self) -> bool:
+        """True in the process that writes the session's files (rank 0)."""
+        return self.runtime.is_main
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -225,20 +260,25 @@ class Session:
         return self.session_dir / "output" / self.name
 
     def split_dir(self, split: str) -> Path:
-        """``output/<name>/<split>`` (created)."""
+        """``output/<name>/<split>`` (created on rank 0)."""
         d = self.output_dir / split
-        d.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            d.mkdir(parents=True, exist_ok=True)
         return d
 
     def write_config_files(self) -> None:
-        """``logs/config.<time>.yaml`` backup and ``config.latest.yaml``."""
+        """``logs/config.<time>.yaml`` backup and ``config.latest.yaml`` (rank 0 only)."""
+        if not self.is_main:
+            return
         text = yaml.safe_dump(self.config, sort_keys=False)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         (self.logs_dir / f"config.{stamp}.yaml").write_text(text)
         (self.session_dir / "config.latest.yaml").write_text(text)
 
     def write_packages(self) -> None:
-        """``logs/packages.txt``: every installed distribution and version."""
+        """``logs/packages.txt``: every installed distribution and version (rank 0 only)."""
+        if not self.is_main:
+            return
         lines = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()
                         if d.metadata.get("Name")}, key=str.lower)
         (self.logs_dir / "packages.txt").write_text("\n".join(lines) + "\n")

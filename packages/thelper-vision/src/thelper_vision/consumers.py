@@ -48,12 +48,9 @@ class SegmentationMasks(Metric):
         self.grid_images = int(grid_images)
         self.palette = _palette(task)
         self.ignore_index = getattr(task, "ignore_index", None)
-        self.reset()
-
-    def reset(self) -> None:
-        self._preds: list[torch.Tensor] = []
-        self._targets: list[torch.Tensor] = []
-        self._count = 0
+        self.add_state("_preds", [], "cat")
+        self.add_state("_targets", [], "cat")
+        self.add_state("_count", 0, "sum")
 
     def update(self, outputs: Any, targets: torch.Tensor) -> None:
         if outputs is None or self._count >= self.max_images:
@@ -106,10 +103,7 @@ class DetectionLogger(Metric):
     def __init__(self, min_score: float = 0.05, task: Any = None) -> None:
         self.min_score = float(min_score)
         self.class_names = list(getattr(task, "class_names", None) or [])
-        self.reset()
-
-    def reset(self) -> None:
-        self._records: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
+        self.add_state("_records", [], "cat")  # (detections, ground truth) per image
 
     def update(self, outputs: Any, targets: Any) -> None:
         if outputs is None:
@@ -166,11 +160,7 @@ class DetectionOverlays(Metric):
         self.min_score = float(min_score)
         self.class_names = list(getattr(task, "class_names", None) or [])
         self.palette = _palette(task)
-        self.reset()
-
-    def reset(self) -> None:
-        self._items: list[tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]] \
-            = []
+        self.add_state("_items", [], "cat")  # (image, detections, ground truth) per image
 
     def update(self, outputs: Any, targets: Any) -> None:
         if outputs is None:

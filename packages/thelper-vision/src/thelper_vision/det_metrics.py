@@ -110,11 +110,10 @@ class MeanAveragePrecision(Metric):
         self.thresholds = np.asarray(COCO_IOUS if iou is None else (float(iou),))
         self.max_detections = int(max_detections)
         self.class_names = list(getattr(task, "class_names", None) or [])
-        self.reset()
-
-    def reset(self) -> None:
-        self._preds: list[dict[str, torch.Tensor]] = []
-        self._targets: list[dict[str, torch.Tensor]] = []
+        # one dict of (detached, on-device) tensors per image, in evaluation order; "cat"
+        # concatenates the ranks' lists, so every image keeps its own dict after a merge
+        self.add_state("_preds", [], "cat")  # {"boxes", "scores", "labels"}
+        self.add_state("_targets", [], "cat")  # {"boxes", "labels"}
 
     def update(self, outputs: Any, targets: Any) -> None:
         if outputs is None:  # training steps of detectors give no predictions

@@ -1,7 +1,10 @@
 """Image metrics: segmentation (pixel accuracy, mIoU) and image quality (PSNR, SSIM).
 
 They follow :class:`thelper.metrics.Metric`: ``update`` accumulates on the device without
-host synchronisation, ``compute`` reduces once per epoch.
+host synchronisation, ``compute`` reduces once per epoch. What they accumulate is declared
+with :meth:`~thelper.metrics.Metric.add_state` (all ``"sum"`` states), so the base class
+resets them, checkpoints them and :func:`thelper.metrics.merge_states` reduces them across
+ranks.
 """
 
 from __future__ import annotations
@@ -34,10 +37,8 @@ class SegmentationConfusion(Metric):
         if not names:
             raise ValueError("this metric needs a task with class names (segmentation)")
         self.class_names = list(names)
-        self.reset()
-
-    def reset(self) -> None:
-        self._counts: torch.Tensor | None = None
+        # (K * K,) int64, created on the logits' device by the first update
+        self.add_state("_counts", None, "sum")
 
     def update(self, outputs: Any, targets: torch.Tensor) -> None:
         logits = model_output(outputs)
@@ -47,6 +48,8 @@ class SegmentationConfusion(Metric):
         idx = targets.clamp(0, k - 1).long() * k + preds.long()
         if self._counts is None:
             self._counts = torch.zeros(k * k, dtype=torch.int64, device=logits.device)
+        elif self._counts.device != logits.device:  # e.g. restored from a CPU checkpoint
+            self._counts = self._counts.to(logits.device)
         self._counts.index_add_(0, idx.reshape(-1), valid.reshape(-1).long())
 
     @property
@@ -137,11 +140,8 @@ class PSNR(Metric):
     def __init__(self, data_range: float = 1.0, border: int = 0, task: Any = None) -> None:
         self.data_range = float(data_range)
         self.border = int(border)
-        self.reset()
-
-    def reset(self) -> None:
-        self._sum: torch.Tensor | float = 0.0
-        self._count = 0
+        self.add_state("_sum", 0.0, "sum")  # float64 tensor on the device once updated
+        self.add_state("_count", 0, "sum")  # images (a host int: shapes need no sync)
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         o = _shave(outputs.float(), self.border)
@@ -219,11 +219,8 @@ class SSIM(Metric):
         self.border = int(border)
         self.window = int(window)
         self.sigma = float(sigma)
-        self.reset()
-
-    def reset(self) -> None:
-        self._sum: torch.Tensor | float = 0.0
-        self._count = 0
+        self.add_state("_sum", 0.0, "sum")  # float64 tensor on the device once updated
+        self.add_state("_count", 0, "sum")  # images (a host int: shapes need no sync)
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         o = _shave(outputs, self.border)

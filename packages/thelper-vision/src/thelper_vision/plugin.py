@@ -10,7 +10,7 @@ config names one of their components.
 
 from __future__ import annotations
 
-from thelper.plugins import hookimpl
+from thelper.hookspecs import hookimpl
 from thelper.registry import ComponentInfo
 from thelper_vision.catalog import DETECTION_MODELS, SEGMENTATION_MODELS, TORCHVISION_MODELS
 from thelper_vision.viz import thelper_add_commands

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thelper.plugins import hookimpl
+from thelper.hookspecs import hookimpl
 
 __all__ = ["draw_batch", "write_batches", "viz_cmd", "thelper_add_commands"]
 
@@ -98,27 +98,17 @@ def write_batches(config: Path, out: Path, split: str = "train", batches: int = 
     Raises:
         ConfigError: Invalid config, or ``split`` has no samples.
     """
-    import shutil
-    import tempfile
-
     from thelper.build import build_data
     from thelper.config import load_config, validate_document
     from thelper.exceptions import ConfigError
     from thelper.logs import setup_logging
     from thelper.plugins import get_plugin_manager
-    from thelper.session import Session, draw_seeds
+    from thelper.session import draw_seeds
 
     setup_logging()
     pm = get_plugin_manager()
     cfg = validate_document(load_config(config, sets or []), pm.registry)
-    tmp = Path(tempfile.mkdtemp(prefix="thelper-viz-"))
-    try:
-        (tmp / "logs").mkdir()
-        session = Session(name=cfg.name, session_dir=tmp, config=cfg.model_dump(mode="json"),
-                          cfg=cfg, seeds=draw_seeds(cfg.seeds.model_dump()), plugins=pm)
-        data = build_data(session, pm.registry)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    data = build_data(cfg, draw_seeds(cfg.seeds.model_dump()), pm.registry)
     loader = data.loaders.get(split)
     if loader is None:
         raise ConfigError(f"split {split!r} is empty in this config; choose one of "

@@ -1,5 +1,7 @@
 """Session configuration: reading, overriding and validating.
 
+:class:`Slot` is the public ``{type, params}`` field type for plugins' own config sections.
+
 Example:
     >>> from thelper.config import load_config, validate_document
     >>> from thelper.plugins import get_plugin_manager
@@ -12,6 +14,7 @@ from thelper import _fastdocs
 _fastdocs.install()  # before the models below read their field docstrings
 
 from thelper.config.models import SessionConfig  # noqa: E402
+from thelper.config.slots import Slot  # noqa: E402
 from thelper.config.source import (  # noqa: E402
     ConfigDocument,
     apply_overrides,
@@ -23,6 +26,7 @@ from thelper.config.validate import check_document, format_issues, validate_docu
 __all__ = [
     "ConfigDocument",
     "SessionConfig",
+    "Slot",
     "apply_overrides",
     "check_document",
     "document_from_dict",

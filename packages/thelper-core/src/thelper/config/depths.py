@@ -72,19 +72,6 @@ class _Failed(Exception):
         self.loc, self.exc = loc, exc
 
 
-class _QuietPlugins:
-    """The plugin manager without lifecycle hooks: trackers stay silent in a dry run."""
-
-    def __init__(self, pm: Any) -> None:
-        self._pm = pm
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("session_start", "session_end", "epoch_end", "evaluation_end",
-                    "log_figure", "checkpoint_saved"):
-            return lambda *args, **kwargs: None
-        return getattr(self._pm, name)
-
-
 class _OneBatch:
     """A loader that yields only its first batch (every other attribute is the loader's)."""
 
@@ -140,8 +127,10 @@ def _shape(value: Any) -> str:
     return type(value).__name__
 
 
-def _session(cfg: Any, pm: Any, root: Path, level: str) -> Any:
-    from thelper.session import Session, create_session_dir, draw_seeds
+def _session(cfg: Any, pm: Any, root: Path | None, level: str) -> Any:
+    """A session for the trainer to report to: silent hooks, CPU, and a directory (under
+    ``root``) only for a dry run, whose checkpoint round trip writes files."""
+    from thelper.session import Session, SilentPlugins, create_session_dir, draw_seeds
 
     trainer = cfg.trainer.model_copy(update={"device": "cpu", "progress": False,
                                              **({"epochs": 1} if level == "dry-run" else {})})
@@ -149,43 +138,44 @@ def _session(cfg: Any, pm: Any, root: Path, level: str) -> Any:
     seeds = draw_seeds(cfg.seeds.model_dump())
     config = cfg.model_dump(mode="json")
     config["seeds"] = dict(seeds)
-    session_dir = create_session_dir(root, cfg.name)
+    session_dir = create_session_dir(root, cfg.name) if root is not None \
+        else Path(cfg.name)  # never created: building writes nothing
     return Session(name=cfg.name, session_dir=session_dir, config=config, cfg=cfg,
-                   seeds=seeds, plugins=_QuietPlugins(pm))
+                   seeds=seeds, plugins=SilentPlugins(pm))
 
 
-def _build(report: DepthReport, cfg: Any, pm: Any, root: Path) -> tuple[Any, Any, Any]:
+def _build(report: DepthReport, cfg: Any, pm: Any, root: Path | None
+           ) -> tuple[Any, Any, Any]:
     t = time.perf_counter()
     import torch
 
-    from thelper.build import build_data, build_model
+    from thelper.build import assemble
 
     registry = pm.registry
     session = _session(cfg, pm, root, report.level)
     report.steps.append(Step("imports", f"torch {torch.__version__}", time.perf_counter() - t))
-    t = time.perf_counter()
-    with _stage(("datasets",)):
-        data = build_data(session, registry)
-    session.task = data.task
+    seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        with _stage((name,)):
+            yield
+        seconds[name] = time.perf_counter() - t
+
+    parts = assemble(session.cfg, session.seeds, registry, session=session, stage=stage)
+    data, model, trainer = parts.data, parts.model, parts.trainer
     sizes = ", ".join(f"{s} {len(d)}" for s, d in data.splits.items())
     task = data.task.to_dict()
     classes = task.get("params", {}).get("class_names")
     task_text = str(task.get("type")) + (f" ({len(classes)} classes)" if classes else "")
     report.steps.append(Step("datasets", f"{len(data.datasets)} dataset(s), task "
-                                         f"{task_text}; splits: {sizes}",
-                             time.perf_counter() - t))
-    t = time.perf_counter()
-    torch.manual_seed(session.seeds["torch"])
-    with _stage(("model",)):
-        model = build_model(session, registry, data.task)
+                                         f"{task_text}; splits: {sizes}", seconds["datasets"]))
     n_params = sum(p.numel() for p in model.parameters())
     report.steps.append(Step("model", f"{cfg.model.type}: {n_params:,} parameters",
-                             time.perf_counter() - t))
+                             seconds["model"]))
     t = time.perf_counter()
     tcfg = session.cfg.trainer
-    with _stage(("trainer",)):
-        trainer = registry.build("trainer", tcfg.type, tcfg.params, session=session,
-                                 model=model, data=data, registry=registry)
     with _stage(("trainer", "test_metrics")):
         for spec in tcfg.test_metrics.values():
             registry.build("metric", spec.type, spec.params, task=data.task)
@@ -195,7 +185,7 @@ def _build(report: DepthReport, cfg: Any, pm: Any, root: Path) -> tuple[Any, Any
         built.append(f"scheduler {opt.scheduler.type}")
     built.append(f"{len(tcfg.metrics) + len(tcfg.test_metrics)} metric(s)")
     report.steps.append(Step("trainer", f"{tcfg.type}: " + ", ".join(built),
-                             time.perf_counter() - t))
+                             seconds["trainer"] + time.perf_counter() - t))
     return session, data, trainer
 
 
@@ -281,7 +271,7 @@ def run_depth(doc: ConfigDocument, cfg: Any, pm: Any, level: str, *,
     """
     report = DepthReport(level)
     start = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="thelper-validate-"))
+    root = Path(tempfile.mkdtemp(prefix="thelper-validate-")) if level == "dry-run" else None
     collect = _Collect()
     logger = logging.getLogger("thelper")
     logger.addHandler(collect)
@@ -299,7 +289,8 @@ def run_depth(doc: ConfigDocument, cfg: Any, pm: Any, level: str, *,
                                          file, line, col, source))
     finally:
         logger.removeHandler(collect)
-        shutil.rmtree(root, ignore_errors=True)
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
         report.seconds = time.perf_counter() - start
     report.warnings = collect.messages
     return report

@@ -6,7 +6,13 @@ Discriminator(...)]`` where each member subclasses the slot's static base with
 is cached per registry, so validating many configs in one process costs one build.
 
 Components of kind ``section`` declare extra top-level sections: ``name`` is the section's
-key and ``params`` its model (e.g. a plugin's ``viz:`` or ``annotator:`` section).
+key and ``params`` its model (e.g. a plugin's ``viz:`` or ``grid:`` section). The fields of
+that model annotated with :class:`~thelper.config.slots.Slot` (``Slot["executor"]``, also
+inside ``list``, ``dict``, ``X | None`` and nested models) become discriminated unions over
+every registered component of their kind, exactly like the core's slots: one
+``model_validate`` checks them, with the same error paths and did-you-mean suggestions. A
+component of such a kind whose params model cannot be imported only fails the configs that
+name it. The section models with slots swapped are cached per registry.
 
 Params models given as lazy ``"module:Attr"`` references are imported here, for the
 components a document names only (or for all of them for the JSON schema); a reference that
@@ -20,20 +26,36 @@ descriptions), which makes building the session model about 4x faster.
 
 from __future__ import annotations
 
+import copy
 import re
+import types
+import typing
 from typing import Annotated, Any, Literal, Union
 from weakref import WeakKeyDictionary
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from thelper.config import models as m
+from thelper.config.slots import Slot
+from thelper.exceptions import PluginError
 from thelper.params import Params
 from thelper.registry import ComponentInfo, Registry
 
-__all__ = ["session_model", "UNKNOWN_COMPONENT", "SECTION_KIND", "IMPORT_ADAPTERS",
-           "PLACEHOLDER", "import_adapter"]
+__all__ = ["session_model", "section_model", "UNKNOWN_COMPONENT", "UNAVAILABLE_COMPONENT",
+           "SECTION_KIND", "IMPORT_ADAPTERS", "PLACEHOLDER", "import_adapter"]
 
 UNKNOWN_COMPONENT = "unknown_component"
+#: Error type of a section slot naming a component whose params model cannot be imported.
+UNAVAILABLE_COMPONENT = "unavailable_component"
 #: Name part of the placeholder members that pad single-component unions (never valid).
 PLACEHOLDER = "unavailable"
 #: Component kind whose members declare extra top-level config sections.
@@ -45,6 +67,11 @@ IMPORT_ADAPTERS: dict[str, str] = {"dataset": "torch_dataset"}
 _CACHE: WeakKeyDictionary[Registry, dict[Any, type[m.SessionConfig]]] = WeakKeyDictionary()
 _CACHE_SIZE = 64
 _FAST_BASES: dict[type[BaseModel], type[BaseModel]] = {}
+#: Per registry: section models with their slots swapped (``{static: run-time}``), and the
+#: union of each slot class.
+_SLOTTED: WeakKeyDictionary[Registry, dict[type[BaseModel], type[BaseModel]]] = \
+    WeakKeyDictionary()
+_SLOT_UNIONS: WeakKeyDictionary[Registry, dict[type[Slot], Any]] = WeakKeyDictionary()
 
 
 class _Never(Params):
@@ -131,14 +158,35 @@ def _member(base: type[BaseModel], info: ComponentInfo, default_type: bool,
     )
 
 
+def _unavailable(base: type[BaseModel], info: ComponentInfo, reason: str) -> type[BaseModel]:
+    """A member for ``info`` whose params model cannot be imported: naming it is an error
+    (at ``type``) that says why, while the configs that do not name it stay valid."""
+
+    def refuse(cls: Any, value: Any) -> Any:
+        raise PydanticCustomError(UNAVAILABLE_COMPONENT, "{reason}", {"reason": reason})
+
+    return create_model(  # type: ignore[call-overload]
+        f"{base.__name__}_{_ident(info.name)}",
+        __base__=_fast(base),
+        __validators__={"_unavailable": field_validator("type")(refuse)},
+        type=(Literal[info.names], ...),  # type: ignore[valid-type]
+        params=(Any, Field(default_factory=dict)),
+    )
+
+
 def _union(registry: Registry, kind: str, base: type[BaseModel], *, default: str | None = None,
            extra_fields: dict[str, Any] | None = None,
-           only: dict[str, frozenset[str]] | None = None) -> Any:
+           only: dict[str, frozenset[str]] | None = None, tolerant: bool = False) -> Any:
     infos = [i for i in registry.components(kind) if only is None or i.name in only.get(kind, ())]
-    members: list[Any] = [
-        Annotated[_member(base, info, default is not None, extra_fields or {}), Tag(info.name)]
-        for info in infos
-    ]
+    members: list[Any] = []
+    for info in infos:
+        try:
+            member = _member(base, info, default is not None, extra_fields or {})
+        except PluginError as exc:
+            if not tolerant:
+                raise
+            member = _unavailable(base, info, str(exc))
+        members.append(Annotated[member, Tag(info.name)])
     while len(members) < 2:  # a discriminated union needs two members
         never = create_model(f"{base.__name__}_{PLACEHOLDER}_{len(members)}",
                              __base__=_fast(base),
@@ -151,12 +199,78 @@ def _union(registry: Registry, kind: str, base: type[BaseModel], *, default: str
                      _discriminator(registry, kind, default, tags)]
 
 
+def _slot_union(registry: Registry, slot: type[Slot]) -> Any:
+    """The discriminated union of every registered component of ``slot.kind``."""
+    per_registry = _SLOT_UNIONS.setdefault(registry, {})
+    union = per_registry.get(slot)
+    if union is None:
+        union = _union(registry, slot.kind, slot, tolerant=True)
+        per_registry[slot] = union
+    return union
+
+
+def _swap(registry: Registry, tp: Any) -> Any:
+    """``tp`` with every :class:`Slot` swapped for its union (``tp`` itself if none)."""
+    if isinstance(tp, type):
+        if issubclass(tp, Slot):
+            return _slot_union(registry, tp) if tp.kind else tp
+        if issubclass(tp, BaseModel):
+            return section_model(registry, tp)
+        return tp
+    origin = typing.get_origin(tp)
+    if origin is None or origin is Literal:
+        return tp
+    args = typing.get_args(tp)
+    if origin is Annotated:
+        inner = _swap(registry, args[0])
+        return tp if inner is args[0] else Annotated[(inner, *tp.__metadata__)]
+    swapped = tuple(_swap(registry, a) for a in args)
+    if all(a is b for a, b in zip(args, swapped, strict=True)):
+        return tp
+    if origin in (Union, types.UnionType):
+        return Union[swapped]  # noqa: UP007
+    if isinstance(tp, types.GenericAlias):
+        return types.GenericAlias(origin, swapped)
+    copy_with = getattr(tp, "copy_with", None)  # typing.List[...] and friends
+    return copy_with(swapped) if copy_with is not None else tp
+
+
+def section_model(registry: Registry, model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` (a plugin section's params model, or a model nested in one) with every
+    :class:`~thelper.config.slots.Slot` field validated against ``registry``.
+
+    Returns ``model`` itself when it holds no slot; otherwise a run-time subclass (cached per
+    registry) whose slot fields are discriminated unions over the registered components of
+    their kind. Every other field, validator and default is inherited.
+    """
+    per_registry = _SLOTTED.setdefault(registry, {})
+    done = per_registry.get(model)
+    if done is not None:
+        return done
+    per_registry[model] = model  # a model that refers to itself keeps its static slots
+    if any(isinstance(f.annotation, (str, typing.ForwardRef))
+           for f in model.model_fields.values()):
+        model.model_rebuild(raise_errors=False)  # names defined after the model
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        swapped = _swap(registry, info.annotation)
+        if swapped is not info.annotation:
+            field = copy.copy(info)
+            field.annotation = swapped
+            fields[name] = (swapped, field)
+    if fields:
+        per_registry[model] = create_model(  # type: ignore[call-overload]
+            model.__name__, __base__=_fast(model), __doc__=model.__doc__,
+            __module__=model.__module__, **fields)
+    return per_registry[model]
+
+
 def _sections(registry: Registry) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for info in registry.components(SECTION_KIND):
         if info.name in m.SessionConfig.model_fields or not info.name.isidentifier():
             continue  # never shadow a core section
-        out[info.name] = (info.params_model | None,
+        out[info.name] = (section_model(registry, info.params_model) | None,
                           Field(None, description=info.description or None))
     return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "Section",
@@ -100,8 +100,11 @@ class OptimizerSpec(ComponentSpec):
 
 
 class SchedulerSpec(ComponentSpec):
-    """A learning-rate scheduler, stepped once per epoch."""
+    """A learning-rate scheduler, stepped once per epoch (or per optimizer step)."""
 
+    interval: Literal["epoch", "step"] = "epoch"
+    """Step the scheduler after each ``epoch`` or after each optimizer ``step`` (warm-up and
+    one-cycle schedules are per step)."""
     step_metric: str | None = None
     """Metric (validation split when there is one) passed to ``step()``, for
     ``reduce_lr_on_plateau``; e.g. ``loss`` or ``accuracy``."""
@@ -231,7 +234,17 @@ class TrainerConfig(Section):
     epochs: int = Field(ge=1)
     """Number of training epochs."""
     device: str = "auto"
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, or ``cuda:all`` (one
+    DistributedDataParallel rank per GPU; under torchrun every CUDA choice means
+    ``cuda:<LOCAL_RANK>``)."""
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    """``32`` (float32), ``bf16-mixed`` (autocast to bfloat16; CPU and GPU) or ``16-mixed``
+    (autocast to float16 with a gradient scaler; CUDA only)."""
+    accumulate_grad_batches: int = Field(default=1, ge=1)
+    """Sum the gradients of N batches before each optimizer step (an effective batch N times
+    larger; the loss of each batch is divided by N)."""
+    compile: bool = False
+    """Compile the model with ``torch.compile`` for training (needs a C++ compiler on CPU)."""
     save_freq: int = Field(default=1, ge=1)
     """Keep ``checkpoints/ckpt.<epoch>.pt`` every N epochs (latest and best are always kept)."""
     monitor: str = "loss"
@@ -257,6 +270,14 @@ class TrainerConfig(Section):
     deterministic: bool = False
     """Use deterministic algorithms (``torch.use_deterministic_algorithms``) so that GPU
     runs repeat bit for bit (slower)."""
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_words(cls, value: Any) -> Any:
+        # 32 and 16 written as numbers in YAML; Lightning's older spellings
+        aliases = {32: "32", "32-true": "32", "bf16": "bf16-mixed", 16: "16-mixed",
+                   "16": "16-mixed"}
+        return aliases.get(value, value)
 
     @model_validator(mode="before")
     @classmethod

@@ -245,6 +245,11 @@ def _device(data: dict[str, Any], emit: Emit) -> None:
         hint = f"did you mean {hits[0]!r}?" if hits else \
             "use auto, cpu, cuda, cuda:N, cuda:all or mps"
         emit(("trainer", "device"), f"{device!r} is not a device; {hint}")
+    precision = _dict(data.get("trainer")).get("precision")
+    if precision in (16, "16", "16-mixed") and isinstance(device, str) \
+            and device.strip() == "cpu":
+        emit(("trainer", "precision"), "'16-mixed' needs a CUDA device (float16 autocast "
+             "with a gradient scaler); use 'bf16-mixed' on a CPU, or a cuda device")
 
 
 def cross_rules(norm: Normalized, registry: Registry, emit: Emit,

@@ -66,15 +66,31 @@ def batch_seed(seed: int, epoch: int, indices: Sequence[int]) -> int:
 
 
 class EpochSampler(Sampler[int]):
-    """Indices of one epoch: a permutation seeded by ``(seed, epoch)``, or ``range(n)``.
+    """Indices of one epoch: a permutation seeded by ``(seed, epoch)``, or ``range(n)``,
+    sharded over the ranks of a job.
 
     Args:
         size: Number of samples ``n``.
         shuffle: Draw a permutation (training) or keep the order (evaluation).
         seed: Base seed of the permutations.
 
-    Call :meth:`set_epoch` before iterating; ``start`` skips the first samples of the
-    permutation (to resume mid-epoch without loading them).
+    Call :meth:`set_epoch` before iterating; ``start`` skips the first samples of this
+    rank's shard (to resume mid-epoch without loading them).
+
+    Under several ranks (:meth:`set_shard`) every rank draws the same epoch order and keeps
+    its part of it:
+
+    * training (``contiguous=False``): positions ``rank, rank + W, rank + 2W, ...`` of the
+      order padded by repeating its start to a multiple of the world size ``W`` (as
+      ``torch.utils.data.DistributedSampler`` does), so that every rank runs the same number
+      of steps and the ranks' batches ``k`` together are the single-process batch ``k`` of
+      ``W`` times their size;
+    * evaluation (``contiguous=True``): consecutive blocks of whole batches, without
+      padding, so that each sample is evaluated exactly once and the batches are those of a
+      single process: metrics reduced over the ranks equal the single-process ones.
+
+    Subclasses override :meth:`order` (and :attr:`num_draws` when an epoch is not ``size``
+    draws) and inherit the sharding.
     """
 
     def __init__(self, size: int, shuffle: bool, seed: int) -> None:
@@ -83,25 +99,77 @@ class EpochSampler(Sampler[int]):
         self.seed = seed
         self.epoch = 1
         self.start = 0
+        self.rank = 0
+        self.world_size = 1
+        self.contiguous = False
+        self.block = 1
+
+    @property
+    def num_draws(self) -> int:
+        """Indices in one epoch's order over every rank."""
+        return self.size
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch's permutation and the position to start from."""
+        """Select the epoch's permutation and the position in this rank's shard."""
         self.epoch = epoch
         self.start = start
 
+    def set_shard(self, rank: int, world_size: int, *, contiguous: bool = False,
+                  block: int = 1) -> None:
+        """Keep rank ``rank`` of ``world_size`` shards of each epoch.
+
+        Args:
+            rank: This process's rank.
+            world_size: Number of ranks.
+            contiguous: Consecutive blocks without padding (evaluation) instead of strided
+                positions padded to equal length (training).
+            block: With ``contiguous``, shard boundaries fall on multiples of this (the
+                batch size).
+        """
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.contiguous, self.block = contiguous, max(int(block), 1)
+
     def order(self) -> list[int]:
-        """The epoch's full order."""
+        """The epoch's full order (every rank's)."""
         if not self.shuffle:
             return list(range(self.size))
         g = torch.Generator()
         g.manual_seed(epoch_seed(self.seed, self.epoch))
         return torch.randperm(self.size, generator=g).tolist()
 
+    def _bounds(self, n: int) -> tuple[int, int]:
+        per = -(-n // self.world_size)
+        per = -(-per // self.block) * self.block
+        lo = min(self.rank * per, n)
+        return lo, min(lo + per, n)
+
+    def shard_size(self) -> int:
+        """Indices of this rank's shard in one epoch."""
+        n = self.num_draws
+        if self.world_size == 1:
+            return n
+        if self.contiguous:
+            lo, hi = self._bounds(n)
+            return hi - lo
+        return -(-n // self.world_size)
+
+    def shard(self, order: list[int]) -> list[int]:
+        """This rank's part of ``order`` (see the class doc)."""
+        if self.world_size == 1:
+            return order
+        n = len(order)
+        if self.contiguous:
+            lo, hi = self._bounds(n)
+            return order[lo:hi]
+        total = -(-n // self.world_size) * self.world_size
+        padded = order + (order * (total // max(n, 1) + 1))[:total - n] if n else order
+        return padded[self.rank:total:self.world_size]
+
     def __iter__(self):
-        return iter(self.order()[self.start:])
+        return iter(self.shard(self.order())[self.start:])
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return max(self.shard_size() - self.start, 0)
 
 
 class _SeededRNG:
@@ -267,14 +335,17 @@ class SplitDataset(Dataset):
 def make_loader(dataset: SplitDataset, batch_size: int, *, train: bool, workers: int,
                 shuffle: bool, pin_memory: bool, drop_last: bool, seed: int,
                 collate_fn: Callable[[list[Any]], Any] | None = None,
-                sampler: EpochSampler | None = None) -> DataLoader:
+                sampler: EpochSampler | None = None, rank: int = 0,
+                world_size: int = 1) -> DataLoader:
     """A ``DataLoader`` for one split (shuffled and with ``drop_last`` only when training).
 
     Its sampler is an :class:`EpochSampler` (``loader.sampler``): call
     ``loader.sampler.set_epoch(epoch, start)`` and set ``dataset.epoch`` before each epoch.
+    With ``world_size > 1`` it yields rank ``rank``'s shard; ``batch_size`` is per rank.
     """
     if sampler is None:
         sampler = EpochSampler(len(dataset), shuffle=shuffle and train, seed=seed)
+    sampler.set_shard(rank, world_size, contiguous=not train, block=batch_size)
     # the loader draws its workers' base seed from this generator when an epoch starts:
     # without one it would draw from (and shift) the global torch RNG that dropout uses
     generator = torch.Generator()

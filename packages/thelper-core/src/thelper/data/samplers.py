@@ -45,8 +45,9 @@ class WeightedEpochSampler(EpochSampler):
         return torch.multinomial(self.weights, self.num_samples, replacement=True,
                                  generator=g).tolist()
 
-    def __len__(self) -> int:
-        return self.num_samples - self.start
+    @property
+    def num_draws(self) -> int:
+        return self.num_samples
 
 
 def _labels(labels: Sequence[int] | None, name: str) -> list[int]:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from thelper.plugins import hookimpl
+from thelper.hookspecs import hookimpl
 
 
 def split_cmd(
@@ -40,7 +40,7 @@ def split_cmd(
     from thelper.exceptions import ConfigError
     from thelper.logs import console, setup_logging
     from thelper.plugins import get_plugin_manager
-    from thelper.session import Session, draw_seeds
+    from thelper.session import draw_seeds
     from thelper.tools.archive import write_archive
 
     if out.exists() and not force:
@@ -55,13 +55,7 @@ def split_cmd(
     pm = get_plugin_manager()
     cfg = validate_document(load_config(config, sets or []), pm.registry)
     seeds = draw_seeds(cfg.seeds.model_dump())
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix="thelper-split-"))
-    (tmp / "logs").mkdir()
-    session = Session(name=cfg.name, session_dir=tmp, config=cfg.model_dump(mode="json"),
-                      cfg=cfg, seeds=seeds, plugins=pm)
-    data = build_data(session, pm.registry)
+    data = build_data(cfg, seeds, pm.registry)
     total = sum(len(i) for idx in data.indices.values() for i in idx.values())
     with Progress(console=console, transient=True, disable=not console.is_terminal) as prog:
         bar = prog.add_task("writing archive", total=total)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,22 +72,22 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> Trained:
     return Trained(model, task, ckpt, ckpt_path)
 
 
-def session_data(ckpt: dict[str, Any], sets: tuple[str, ...] = ()) -> Any:
+def session_data(ckpt: dict[str, Any], sets: tuple[str, ...] = (), pm: Any = None) -> Any:
     """Rebuild the datasets, splits and loaders of a checkpoint's session (same seeds).
 
-    Logs that ``build_data`` writes go to a temporary directory.
+    Args:
+        ckpt: A loaded checkpoint (its ``config`` and ``seeds``).
+        sets: ``--set`` overrides of the stored config.
+        pm: Plugin manager (default: the process's).
     """
     from thelper.build import build_data
     from thelper.config import document_from_dict, validate_document
-    from thelper.plugins import get_plugin_manager
-    from thelper.session import Session
 
-    pm = get_plugin_manager()
+    if pm is None:
+        from thelper.plugins import get_plugin_manager
+
+        pm = get_plugin_manager()
     config = dict(ckpt["config"])
     cfg = validate_document(document_from_dict(config, list(sets)), pm.registry)
-    tmp = Path(tempfile.mkdtemp(prefix="thelper-data-"))
-    (tmp / "logs").mkdir()
     seeds = {k: int(v) for k, v in (ckpt.get("seeds") or config["seeds"]).items()}
-    session = Session(name=cfg.name, session_dir=tmp, config=config, cfg=cfg, seeds=seeds,
-                      plugins=pm, logger=logging.getLogger("thelper.tools"))
-    return build_data(session, pm.registry)
+    return build_data(cfg, seeds, pm.registry, logger=logging.getLogger("thelper.tools"))

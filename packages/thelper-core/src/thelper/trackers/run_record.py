@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from thelper.plugins import hookimpl
+from thelper.hookspecs import hookimpl
 
 KEY = "run-record"
 

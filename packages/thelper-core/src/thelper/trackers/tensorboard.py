@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from thelper.plugins import hookimpl
+from thelper.hookspecs import hookimpl
 
 KEY = "tensorboard"
 

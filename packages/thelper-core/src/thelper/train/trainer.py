@@ -3,10 +3,20 @@
 The task object supplies inputs, targets and the default loss; metrics accumulate on the
 device and are reduced once per epoch, so a step performs no device-to-host
 synchronisation except every ``log_every_n_steps`` steps for the progress bar.
+
+A training step is three named seams that a subclass may override one at a time:
+:meth:`Trainer.forward_step` (the task's forward and loss under autocast),
+:meth:`Trainer.backward_step` (loss scaling for accumulation and float16, backward) and
+:meth:`Trainer.optimizer_step` (unscale, clip, step, scaler update, zero_grad, per-step
+scheduler). Under several ranks the model is wrapped in ``DistributedDataParallel``
+(gradients are averaged at the backward of each accumulation boundary, ``no_sync`` in
+between), and the epoch's loss, metric states, non-finite check and stop requests are
+reduced over the ranks so that every rank takes the same decisions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -27,7 +37,7 @@ from thelper.checkpoint import (
 from thelper.data.loaders import SKIPPED_KEY, epoch_seed
 from thelper.exceptions import ConfigError, DataError, NonFiniteLossError
 from thelper.logs import console, is_interactive
-from thelper.metrics import Metric
+from thelper.metrics import Metric, merge_states
 
 __all__ = ["Trainer", "resolve_device"]
 
@@ -40,6 +50,8 @@ def resolve_device(name: str) -> torch.device:
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda:all":  # one process: the first GPU (several ranks: Runtime.start)
+        name = "cuda"
     try:
         dev = torch.device(name)
     except RuntimeError as exc:
@@ -60,11 +72,22 @@ class Trainer:
         data: The session data (loaders per split, generators).
         registry: Component registry used to build loss, optimizer, scheduler, metrics.
         grad_clip_norm: Clip the global gradient norm (``None``: no clipping).
-        log_every_n_steps: Refresh the running loss shown in the progress bar every N steps.
+        log_every_n_steps: Refresh the running loss shown in the progress bar every N steps;
+            under several ranks, also how often a stop request is agreed on.
+        find_unused_parameters: Passed to ``DistributedDataParallel`` (models whose forward
+            leaves some parameters unused).
+
+    Attributes:
+        model: The model (never wrapped: what checkpoints and evaluation use).
+        train_model: What the training forward calls: ``model``, wrapped in
+            ``DistributedDataParallel`` under several ranks and compiled with
+            ``trainer.compile``.
+        runtime: The process's rank, world size and device.
     """
 
     def __init__(self, session: Any, model: torch.nn.Module, data: Any, registry: Any,
-                 grad_clip_norm: float | None = None, log_every_n_steps: int = 20) -> None:
+                 grad_clip_norm: float | None = None, log_every_n_steps: int = 20,
+                 find_unused_parameters: bool = False) -> None:
         self.session = session
         self.cfg = session.cfg.trainer
         self.registry = registry
@@ -72,8 +95,18 @@ class Trainer:
         self.task = data.task
         self.grad_clip_norm = grad_clip_norm
         self.log_every_n_steps = log_every_n_steps
-        self.device = resolve_device(self.cfg.device)
+        self.runtime = session.runtime
+        self.device = self.runtime.device if self.runtime.device is not None \
+            else resolve_device(self.cfg.device)
         session.device = str(self.device)
+        self.accumulate = int(self.cfg.accumulate_grad_batches)
+        self.autocast_dtype = {"32": None, "bf16-mixed": torch.bfloat16,
+                               "16-mixed": torch.float16}[self.cfg.precision]
+        if self.autocast_dtype is torch.float16 and self.device.type != "cuda":
+            raise ConfigError(f"trainer.precision: '16-mixed' needs a CUDA device (this "
+                              f"session runs on {self.device}); use 'bf16-mixed'")
+        self.scaler = torch.amp.GradScaler("cuda") \
+            if self.autocast_dtype is torch.float16 else None
         self.model = model.to(self.device)
         opt_cfg = self.cfg.optimization
         if opt_cfg.loss is not None:
@@ -99,9 +132,15 @@ class Trainer:
             self.scheduler = registry.build(
                 "scheduler", spec.type, spec.params, optimizer=self.optimizer,
                 goal=self._goal(self.step_metric) if self.step_metric else "min")
+        self.scheduler_interval = opt_cfg.scheduler.interval \
+            if opt_cfg.scheduler is not None else "epoch"
+        if self.scheduler_interval == "step" and self.step_metric is not None:
+            raise ConfigError(f"trainer.optimization.scheduler: {opt_cfg.scheduler.type!r} "
+                              "steps on a metric, once per epoch; use interval: epoch")
         self.metric_specs = dict(self.cfg.metrics)
         self.test_metric_specs = dict(self.cfg.test_metrics)
         self.metrics = self._build_metrics(self.metric_specs)
+        self.train_model = self._wrap(self.model, find_unused_parameters)
         self.monitor_split = "valid" if "valid" in data.loaders else "train"
         self.best: float | None = None
         self.best_epoch: int | None = None
@@ -133,8 +172,26 @@ class Trainer:
         out = {}
         for name, spec in specs.items():
             metric = self.registry.build("metric", spec.type, spec.params, task=self.task)
+            if self.runtime.distributed and not metric.declared_states():
+                raise ConfigError(
+                    f"trainer.metrics.{name}: metric {spec.type!r} declares no state "
+                    "(Metric.add_state), so it cannot be reduced across ranks; declare "
+                    "its accumulators (see docs/writing-plugins.md) or run one process")
             out[name] = metric
         return out
+
+    def _wrap(self, model: torch.nn.Module, find_unused: bool) -> torch.nn.Module:
+        """``DistributedDataParallel`` under several ranks, then ``torch.compile``."""
+        wrapped = model
+        if self.runtime.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(model, device_ids=ids,
+                                              find_unused_parameters=find_unused)
+        if self.cfg.compile:
+            wrapped = torch.compile(wrapped)
+        return wrapped
 
     def _improved(self, value: float | None) -> bool:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -163,8 +220,68 @@ class Trainer:
     def _stop_requested(self) -> bool:
         return bool(getattr(self.session, "stop_requested", None))
 
-    def _forward(self, batch: dict[str, Any]) -> tuple[Any, Any, torch.Tensor]:
-        outputs, targets, loss = self.task.step(self.model, self.loss_fn, batch, self.device)
+    def _stop_everywhere(self) -> bool:
+        """A stop requested on any rank (one small collective under several ranks)."""
+        return self.runtime.any(self._stop_requested())
+
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def forward_step(self, batch: dict[str, Any]) -> tuple[Any, Any, torch.Tensor]:
+        """Seam 1: the task's forward and loss on ``train_model``, under autocast.
+
+        Returns:
+            ``(outputs, targets, loss)``; ``loss`` is the batch's mean loss (0-d float).
+        """
+        with self._autocast():
+            return self._forward(batch, self.train_model)
+
+    def backward_step(self, loss: torch.Tensor, weight: float = 1.0) -> None:
+        """Seam 2: backward of ``loss * weight`` (scaled for float16).
+
+        Args:
+            loss: The batch's mean loss.
+            weight: The batch's share of the samples of its accumulation window
+                (``1 / accumulate_grad_batches`` for full batches), so that the summed
+                gradients are those of the window as one batch, the epoch's last, shorter
+                window included.
+
+        Under several ranks, gradients are averaged over the ranks during the backward of
+        an accumulation boundary (the loop wraps the others in ``no_sync``).
+        """
+        if weight != 1.0:
+            loss = loss * weight
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def optimizer_step(self) -> None:
+        """Seam 3: unscale, clip the gradient norm, step, update the scaler, zero the
+        gradients, and step a per-step scheduler."""
+        if self.scaler is not None:
+            if self.grad_clip_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if self.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+
+    def _forward(self, batch: dict[str, Any], model: torch.nn.Module | None = None
+                 ) -> tuple[Any, Any, torch.Tensor]:
+        outputs, targets, loss = self.task.step(model if model is not None else self.model,
+                                                self.loss_fn, batch, self.device)
+        if self.autocast_dtype is not None and isinstance(outputs, torch.Tensor) \
+                and outputs.is_floating_point():
+            outputs = outputs.float()  # metrics see float32 logits
         if not self._checked_outputs:
             self.task.check_outputs(outputs, self.session.cfg.model.type)
             self._checked_outputs = True
@@ -196,15 +313,19 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training loader; returns ``loss``, ``lr`` and the metrics.
 
-        Writes a step checkpoint every ``trainer.checkpoint_every_n_steps`` optimizer steps
-        and when a stop is requested (SIGINT/SIGTERM), then raises ``KeyboardInterrupt``.
+        Each batch runs :meth:`forward_step` and :meth:`backward_step`; every
+        ``accumulate_grad_batches`` batches (and at the epoch's last batch)
+        :meth:`optimizer_step` follows and the step counter advances. Writes a step
+        checkpoint every ``trainer.checkpoint_every_n_steps`` optimizer steps and when a stop
+        is requested (SIGINT/SIGTERM), then raises ``KeyboardInterrupt``. The returned
+        values are reduced over every rank.
 
         Raises:
             ThelperError: Non-finite loss with ``on_nonfinite_loss: stop`` (names epoch and
                 step; no checkpoint is written after it).
         """
         loader = self.data.loaders["train"]
-        self.model.train()
+        self.train_model.train()
         for m in self.metrics.values():
             m.reset()
         loss_sum = torch.zeros((), device=self.device)
@@ -217,61 +338,75 @@ class Trainer:
             else None
         self._resume_in_epoch = None
         if resume is not None:  # continue mid-epoch exactly where the checkpoint was taken
-            loss_sum = resume["loss_sum"].to(self.device)
-            count, batches = int(resume["count"]), int(resume["batches"])
-            skipped = int(resume.get("skipped", 0))
+            batches, local = self._resume_plan(resume, loader.batch_size)
+            loss_sum = local["loss_sum"].to(self.device).reshape(())
+            count, skipped = int(local["count"]), int(local.get("skipped", 0))
             for name, m in self.metrics.items():
-                if name in resume["metrics"]:
-                    m.load_state_dict(_to(resume["metrics"][name], self.device))
+                if name in local["metrics"]:
+                    m.load_state_dict(_to(local["metrics"][name], self.device))
         every = self.cfg.checkpoint_every_n_steps
         skip_nonfinite = self.cfg.on_nonfinite_loss == "skip"
+        distributed = self.runtime.distributed
+        accumulate = self.accumulate
+        last = batches + len(loader)  # batches of this rank's epoch
+        shard = _shard_samples(loader)  # samples of this rank's epoch (None: unknown)
         progress = self._progress(len(loader), f"epoch {epoch}/{self.cfg.epochs} train")
         non_blocking = self.device.type == "cuda"
+        self.optimizer.zero_grad(set_to_none=True)
         try:
             for batch in loader:
                 skipped += int(batch.pop(SKIPPED_KEY, 0)) if isinstance(batch, dict) else 0
                 if isinstance(batch, dict) and self.task.input_key not in batch:
+                    batches += 1
                     continue  # every sample of this batch was unreadable and skipped
                 batch = self.task.to_device(batch, self.device, non_blocking)
-                outputs, targets, loss = self._forward(batch)
-                # a host sync per step, but only in 'skip' mode
-                if skip_nonfinite and not bool(torch.isfinite(loss.detach())):
-                    self.session.logger.warning(
-                        "skipping batch %d of epoch %d (after step %d): non-finite loss %s",
-                        batches + 1, epoch, self.step, float(loss.detach()))
-                    self.optimizer.zero_grad(set_to_none=True)
-                    batches += 1
-                    continue
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.grad_clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
-                self.optimizer.step()
-                self.step += 1
+                boundary = accumulate == 1 or (batches + 1) % accumulate == 0 \
+                    or batches + 1 >= last
+                sync = contextlib.nullcontext() if boundary or not distributed \
+                    else self.train_model.no_sync()
+                with sync:
+                    outputs, targets, loss = self.forward_step(batch)
+                    # a host sync per step, but only in 'skip' mode (agreed by every rank)
+                    if skip_nonfinite and self.runtime.any(
+                            not bool(torch.isfinite(loss.detach()))):
+                        self.session.logger.warning(
+                            "skipping batch %d of epoch %d (after step %d): non-finite loss "
+                            "%s", batches + 1, epoch, self.step, float(loss.detach()))
+                        self.optimizer.zero_grad(set_to_none=True)  # the whole window
+                        batches += 1
+                        continue
+                    self.backward_step(loss, self._window_weight(
+                        batches, last, _batch_size(batch, self.task), loader, shard))
                 batches += 1
                 loss_value = loss.detach()
-                unchecked.append(loss_value)
-                if len(unchecked) == _NONFINITE_CHUNK:
-                    first_bad = _first_nonfinite(first_bad, unchecked, self.step)
                 n = _batch_size(batch, self.task)
                 count += n
                 detached = outputs.detach() if isinstance(outputs, torch.Tensor) else outputs
                 loss_sum.add_(loss_value, alpha=n)
                 for m in self.metrics.values():
                     m.update(detached, targets)
+                unchecked.append(loss_value)
                 if progress is not None:
                     info = {}
                     if batches % self.log_every_n_steps == 0:
                         info = {"info": f"loss {float(loss_sum) / max(count, 1):.4f}"}
                     progress.update(progress.task_ids[0], advance=1, **info)
-                stop = self._stop_requested()
+                if not boundary:
+                    continue
+                self.optimizer_step()
+                self.step += 1
+                if len(unchecked) >= _NONFINITE_CHUNK:
+                    first_bad = _first_nonfinite(first_bad, unchecked, self.step)
+                if distributed:  # agreed every log_every_n_steps steps: ranks stop together
+                    stop = self.step % self.log_every_n_steps == 0 and self._stop_everywhere()
+                else:
+                    stop = self._stop_requested()
                 if (every and self.step % every == 0) or stop:
                     first_bad = _first_nonfinite(first_bad, unchecked, self.step)
                     self._check_finite(first_bad, epoch)
-                    self._save_step(epoch, {
-                        "epoch": epoch, "batches": batches, "count": count,
-                        "loss_sum": loss_sum.detach().cpu(), "skipped": skipped,
-                        "samples": batches * loader.batch_size,  # sampler position
+                    self._save_step(epoch, batches, loader.batch_size, {
+                        "loss_sum": loss_sum.detach().cpu(), "count": count,
+                        "skipped": skipped,
                         "metrics": {k: _to(m.state_dict(), "cpu")
                                     for k, m in self.metrics.items()},
                     })
@@ -282,6 +417,7 @@ class Trainer:
                 progress.stop()
         first_bad = _first_nonfinite(first_bad, unchecked, self.step)
         self._check_finite(first_bad, epoch)
+        loss_total, count, skipped = self._reduce_sums(loss_sum, count, skipped)
         if count == 0:
             raise DataError("the training loader produced no batch (batch size larger than "
                             "the split with drop_last, or every sample skipped?)")
@@ -289,16 +425,98 @@ class Trainer:
             self.session.logger.warning("epoch %d: skipped %d unreadable sample(s)", epoch,
                                         skipped)
         self.skipped_samples += skipped
-        out = {"loss": float(loss_sum) / count,
+        out = {"loss": loss_total / count,
                "lr": float(self.optimizer.param_groups[0]["lr"])}
+        self._sync_metrics(self.metrics)
         for name, m in self.metrics.items():
             v = m.compute()
             if v is not None:
                 out[name] = float(v)
         return out
 
+    def _window_weight(self, index: int, last: int, n: int, loader: Any,
+                       shard: int | None) -> float:
+        """Share of batch ``index`` (``n`` samples) in its accumulation window's samples."""
+        k = self.accumulate
+        if k == 1:
+            return 1.0
+        if shard is None:
+            return 1.0 / k
+        bs = loader.batch_size
+        first = index - index % k
+        end = min(first + k, last)
+        total = (end - first) * bs
+        if end == last and not loader.drop_last:
+            total -= max(last * bs - shard, 0)  # the epoch's last batch is shorter
+        return n / total if total > 0 else 1.0 / k
+
+    # ------------------------------------------------------------ across ranks
+    def _reduce_sums(self, loss_sum: torch.Tensor, count: int, skipped: int = 0
+                     ) -> tuple[float, int, int]:
+        """The epoch's loss sum, sample count and skipped samples over every rank."""
+        if not self.runtime.distributed:
+            return float(loss_sum), count, skipped
+        t = torch.stack([loss_sum.detach().double().reshape(()),
+                         torch.tensor(float(count), dtype=torch.float64, device=self.device),
+                         torch.tensor(float(skipped), dtype=torch.float64, device=self.device)])
+        self.runtime.all_reduce(t, "sum")
+        total, n, sk = t.tolist()
+        return total, int(n), int(sk)
+
+    def _sync_metrics(self, metrics: dict[str, Metric]) -> None:
+        """Replace every rank's metric states by their reduction over the ranks
+        (:func:`thelper.metrics.merge_states`, rank order)."""
+        if not self.runtime.distributed or not metrics:
+            return
+        local = {name: _to(m.state_dict(), "cpu") for name, m in metrics.items()}
+        every = self.runtime.all_gather_object(local)
+        for name, m in metrics.items():
+            m.load_state_dict(_to(merge_states(m, [r[name] for r in every]), self.device))
+
+    def _resume_plan(self, resume: dict[str, Any], batch_size: int
+                     ) -> tuple[int, dict[str, Any]]:
+        """Batches already done by this rank and its running sums, from a step checkpoint.
+
+        With the checkpoint's world size, each rank continues its own shard exactly. With
+        another, the ranks' sums are merged into rank 0 (the others start from zero) and
+        each rank skips its share of the samples already seen: the epoch's remaining sample
+        order differs from an uninterrupted run.
+        """
+        old = int(resume.get("world_size") or 1)
+        ranks = resume.get("ranks") or [resume]
+        batches = self._resume_batches(resume, batch_size)
+        if old == self.runtime.world_size:
+            return batches, ranks[self.runtime.rank]
+        empty = {"loss_sum": torch.zeros(()), "count": 0, "skipped": 0, "metrics": {}}
+        if not self.runtime.is_main:
+            return batches, empty
+        merged = {
+            "loss_sum": sum((r["loss_sum"].double() for r in ranks), torch.zeros((),
+                            dtype=torch.float64)).float(),
+            "count": sum(int(r["count"]) for r in ranks),
+            "skipped": sum(int(r.get("skipped", 0)) for r in ranks),
+            "metrics": {name: merge_states(m, [r["metrics"][name] for r in ranks
+                                               if name in r["metrics"]])
+                        for name, m in self.metrics.items()},
+        }
+        return batches, merged
+
+    def _resume_batches(self, resume: dict[str, Any], batch_size: int) -> int:
+        """Batches of the running epoch this rank counts as done after a step checkpoint
+        (its share of the samples seen when the world size changed)."""
+        old = int(resume.get("world_size") or 1)
+        if old == self.runtime.world_size:
+            return int(resume["batches"])
+        return int(resume["samples"]) * old // self.runtime.world_size // batch_size
+
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
-        bad = int(first_bad)
+        bad = first_bad
+        if self.runtime.distributed:  # the first bad step of any rank
+            big = torch.iinfo(torch.int64).max
+            t = torch.where(first_bad < 0, torch.full_like(first_bad, big), first_bad)
+            t = self.runtime.all_reduce(t.reshape(1).clone(), "min")[0]
+            bad = torch.where(t == big, torch.full_like(t, -1), t)
+        bad = int(bad)
         if bad >= 0:
             raise NonFiniteLossError(
                 f"non-finite training loss (NaN or inf) at epoch {epoch}, step {bad}; the "
@@ -310,6 +528,10 @@ class Trainer:
     def evaluate(self, split: str, epoch: int, metrics: dict[str, Metric] | None = None,
                  reports: bool = True) -> dict[str, float]:
         """Evaluate the model on ``split``; write non-scalar metric reports and figures.
+
+        Under several ranks each rank evaluates its block of the split with the unwrapped
+        model, then the loss and metric states are reduced over the ranks; reports are
+        written by rank 0.
 
         Returns:
             ``{"loss": ..., metric: value}`` for every scalar metric.
@@ -330,10 +552,11 @@ class Trainer:
                     if self.task.input_key not in batch:
                         continue
                 batch = self.task.to_device(batch, self.device, non_blocking)
-                outputs, targets, loss = self._forward(batch)
+                with self._autocast():
+                    outputs, targets, loss = self._forward(batch)
                 n = _batch_size(batch, self.task)
                 count += n
-                loss_sum += loss * n
+                loss_sum += loss.float() * n
                 for m in metrics.values():
                     m.update(outputs, targets)
                 if progress is not None:
@@ -341,7 +564,9 @@ class Trainer:
         finally:
             if progress is not None:
                 progress.stop()
-        out = {"loss": float(loss_sum) / max(count, 1)}
+        total, count, _ = self._reduce_sums(loss_sum, count)
+        self._sync_metrics(metrics)
+        out = {"loss": total / max(count, 1)}
         for name, m in metrics.items():
             v = m.compute()
             if v is not None:
@@ -351,6 +576,8 @@ class Trainer:
         return out
 
     def _write_reports(self, split: str, epoch: int, metrics: dict[str, Metric]) -> None:
+        if not self.session.is_main:
+            return
         for name, m in metrics.items():
             if type(m).report is Metric.report:
                 continue
@@ -369,8 +596,9 @@ class Trainer:
 
         Args:
             epoch: Last finished epoch (1-based; 0 before the first one ends).
-            in_epoch: For mid-epoch checkpoints: the running epoch, batches done, running
-                loss and metric accumulators.
+            in_epoch: For mid-epoch checkpoints: the running epoch, batches done, sampler
+                position, the world size, and each rank's running loss and metric states
+                (``ranks``; rank 0's also at the top level).
         """
         s = self.session
         return {
@@ -384,6 +612,8 @@ class Trainer:
             "model_params": s.cfg.model.params.model_dump(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "world_size": self.runtime.world_size,
             "monitor": {"metric": self.monitor, "goal": self.goal, "split": self.monitor_split,
                         "best": self.best, "best_epoch": self.best_epoch},
             "early_stopping": {"bad_epochs": self.bad_epochs},
@@ -400,12 +630,15 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        """Restore model, optimizer, scheduler, monitor and counters from a checkpoint."""
+        """Restore model, optimizer, scheduler, scaler, monitor and counters from a
+        checkpoint (of any world size)."""
         self.model.load_state_dict(ckpt["model"])
         if ckpt.get("optimizer") is not None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         mon = ckpt.get("monitor") or {}
         self.best, self.best_epoch = mon.get("best"), mon.get("best_epoch")
         self.bad_epochs = int((ckpt.get("early_stopping") or {}).get("bad_epochs", 0))
@@ -415,9 +648,17 @@ class Trainer:
         self.input_shape = ckpt.get("input_shape")
         self._resume_in_epoch = ckpt.get("in_epoch")
         self._resume_rng = ckpt.get("rng") if self._resume_in_epoch else None
+        old = int(ckpt.get("world_size") or 1)
+        if old != self.runtime.world_size and self.runtime.is_main:
+            self.session.logger.warning(
+                "this checkpoint was written by %d rank(s) and resumes on %d: the sample "
+                "order (which samples each step sees) differs from the original run", old,
+                self.runtime.world_size)
 
     def _save(self, epoch: int, is_best: bool) -> None:
         s = self.session
+        if not s.is_main:
+            return
         state = self.state_dict(epoch)
         paths = []
         if epoch % self.cfg.save_freq == 0 or epoch == self.cfg.epochs:
@@ -432,9 +673,25 @@ class Trainer:
             old.unlink(missing_ok=True)
         self._step_ckpts = []
 
-    def _save_step(self, epoch: int, in_epoch: dict[str, Any]) -> None:
-        """Mid-epoch checkpoint ``ckpt.step.<step>.pt``, also linked as ``ckpt.latest.pt``."""
+    def _save_step(self, epoch: int, batches: int, batch_size: int,
+                   local: dict[str, Any]) -> None:
+        """Mid-epoch checkpoint ``ckpt.step.<step>.pt``, also linked as ``ckpt.latest.pt``.
+
+        Args:
+            epoch: The running epoch.
+            batches: Batches this rank has done in it.
+            batch_size: This rank's batch size (the sampler position is ``batches`` times
+                it).
+            local: This rank's running ``loss_sum``, ``count``, ``skipped`` and ``metrics``
+                states (CPU); gathered from every rank to rank 0, which writes the file.
+        """
         s = self.session
+        ranks = self.runtime.all_gather_object(local)
+        if not s.is_main:
+            return
+        in_epoch = {"epoch": epoch, "batches": batches, "samples": batches * batch_size,
+                    "world_size": self.runtime.world_size, **ranks[0],
+                    "ranks": ranks if self.runtime.distributed else None}
         path = s.checkpoints_dir / f"ckpt.step.{self.step:08d}.pt"
         save_checkpoint(self.state_dict(epoch - 1, in_epoch), path)
         link_checkpoint(path, s.checkpoints_dir / "ckpt.latest.pt")
@@ -458,7 +715,8 @@ class Trainer:
             t0 = time.perf_counter()
             resume = self._resume_in_epoch
             if resume is not None and resume.get("epoch") == epoch:
-                self._seed_epoch(epoch, int(resume["samples"]))
+                bs = self.data.loaders["train"].batch_size
+                self._seed_epoch(epoch, self._resume_batches(resume, bs) * bs)
                 if self._resume_rng is not None:  # dropout etc. continue where they were
                     set_rng_state(self._resume_rng)
                 log.info("resuming epoch %d after %d batches (step %d)", epoch,
@@ -474,7 +732,7 @@ class Trainer:
                 self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             else:
                 self.bad_epochs += 1
-            if self.scheduler is not None:
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
                 if self.step_metric is not None:
                     sv = metrics[self.monitor_split].get(self.step_metric)
                     if sv is None:
@@ -496,7 +754,7 @@ class Trainer:
                                   for sp, vals in metrics.items()),
                      time.perf_counter() - t0, "  *best*" if is_best else "")
             s.plugins.epoch_end(s, epoch, metrics)
-            if self._stop_requested():
+            if self._stop_everywhere():
                 raise KeyboardInterrupt(f"stop requested after epoch {epoch}")
             if es is not None and self.bad_epochs >= es.patience:
                 log.info("early stopping: %s did not improve for %d epochs (best %.4g at "
@@ -520,6 +778,7 @@ class Trainer:
             return {}
         epoch = self.epoch
         path = best_checkpoint or s.checkpoints_dir / "ckpt.best.pt"
+        self.runtime.barrier()  # rank 0 has written the checkpoint
         if path.is_file():
             ckpt = load_checkpoint(path, map_location=self.device)
             self.model.load_state_dict(ckpt["model"])
@@ -569,6 +828,12 @@ def _to(value: Any, device: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_to(v, device) for v in value)
     return value
+
+
+def _shard_samples(loader: Any) -> int | None:
+    """Samples this rank's training loader yields in a whole epoch, if its sampler says."""
+    shard_size = getattr(loader.sampler, "shard_size", None)
+    return int(shard_size()) if callable(shard_size) else None
 
 
 def _batch_size(batch: dict[str, Any], task: Any) -> int:

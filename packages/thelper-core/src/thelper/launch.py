@@ -1,0 +1,55 @@
+"""Start the ranks of a one-node DistributedDataParallel job from ``thelper run``.
+
+``thelper run CONFIG --nproc-per-node N`` (and ``device: cuda:all`` on a machine with
+several GPUs) re-runs the same command as ``N`` worker processes through torch.distributed's
+elastic launcher, the engine behind ``torchrun`` (c10d rendezvous on a free port of
+127.0.0.1, no restarts). Each worker sees ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR`` and ``MASTER_PORT`` and builds its :class:`thelper.runtime.Runtime` from
+them. For several nodes use ``torchrun`` itself: ``torchrun --nnodes 2 --nproc-per-node 4
+--rdzv-backend c10d --rdzv-endpoint HOST:PORT -m thelper run CONFIG``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+
+__all__ = ["launch_workers", "in_launched_job"]
+
+
+def in_launched_job() -> bool:
+    """True inside a rank started by torchrun or :func:`launch_workers`."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def launch_workers(nproc: int, args: Sequence[str]) -> int:
+    """Run ``python -m thelper ARGS`` as ``nproc`` ranks of one job; wait for them.
+
+    Args:
+        nproc: Processes (ranks) on this node.
+        args: The ``thelper`` command line of each worker (without ``--nproc-per-node``).
+
+    Returns:
+        0 when every rank succeeded, else the exit code of the first rank that failed (a
+        rank killed by a signal counts as 1). When one rank dies, the launcher stops the
+        others (no rank waits forever for a dead peer).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"thelper-{uuid.uuid4().hex}",
+        rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
+        monitor_interval=0.2, start_method="spawn",
+    )
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-m", "thelper", *args)
+    except ChildFailedError as exc:
+        codes = [f.exitcode for _, f in sorted(exc.failures.items())]
+        return next((c for c in codes if c and c > 0), 1)
+    return 0
