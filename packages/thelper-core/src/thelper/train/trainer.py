@@ -235,6 +235,8 @@ class Trainer:
         Returns:
             ``(outputs, targets, loss)``; ``loss`` is the batch's mean loss (0-d float).
         """
+        if self.autocast_dtype is None:
+            return self._forward(batch, self.train_model)
         with self._autocast():
             return self._forward(batch, self.train_model)
 
@@ -350,6 +352,7 @@ class Trainer:
         accumulate = self.accumulate
         last = batches + len(loader)  # batches of this rank's epoch
         shard = _shard_samples(loader)  # samples of this rank's epoch (None: unknown)
+        window: torch.Tensor | None = None  # summed losses of the accumulation window
         progress = self._progress(len(loader), f"epoch {epoch}/{self.cfg.epochs} train")
         non_blocking = self.device.type == "cuda"
         self.optimizer.zero_grad(set_to_none=True)
@@ -360,32 +363,33 @@ class Trainer:
                     batches += 1
                     continue  # every sample of this batch was unreadable and skipped
                 batch = self.task.to_device(batch, self.device, non_blocking)
+                n = _batch_size(batch, self.task)
                 boundary = accumulate == 1 or (batches + 1) % accumulate == 0 \
                     or batches + 1 >= last
-                sync = contextlib.nullcontext() if boundary or not distributed \
-                    else self.train_model.no_sync()
-                with sync:
+                if boundary or not distributed:
                     outputs, targets, loss = self.forward_step(batch)
-                    # a host sync per step, but only in 'skip' mode (agreed by every rank)
-                    if skip_nonfinite and self.runtime.any(
-                            not bool(torch.isfinite(loss.detach()))):
-                        self.session.logger.warning(
-                            "skipping batch %d of epoch %d (after step %d): non-finite loss "
-                            "%s", batches + 1, epoch, self.step, float(loss.detach()))
-                        self.optimizer.zero_grad(set_to_none=True)  # the whole window
-                        batches += 1
-                        continue
-                    self.backward_step(loss, self._window_weight(
-                        batches, last, _batch_size(batch, self.task), loader, shard))
+                    bad = skip_nonfinite and self._skip_nonfinite(loss, batches, epoch)
+                    if not bad:
+                        self.backward_step(loss, self._window_weight(batches, last, n, loader,
+                                                                     shard))
+                else:  # gradients are averaged over the ranks at the boundary only
+                    with self.train_model.no_sync():
+                        outputs, targets, loss = self.forward_step(batch)
+                        bad = skip_nonfinite and self._skip_nonfinite(loss, batches, epoch)
+                        if not bad:
+                            self.backward_step(loss, self._window_weight(
+                                batches, last, n, loader, shard))
                 batches += 1
+                if bad:
+                    continue
                 loss_value = loss.detach()
-                n = _batch_size(batch, self.task)
                 count += n
                 detached = outputs.detach() if isinstance(outputs, torch.Tensor) else outputs
                 loss_sum.add_(loss_value, alpha=n)
                 for m in self.metrics.values():
                     m.update(detached, targets)
-                unchecked.append(loss_value)
+                # one value per optimizer step: the window's losses summed (NaN/inf stays)
+                window = loss_value if window is None else window + loss_value
                 if progress is not None:
                     info = {}
                     if batches % self.log_every_n_steps == 0:
@@ -395,6 +399,8 @@ class Trainer:
                     continue
                 self.optimizer_step()
                 self.step += 1
+                unchecked.append(window)
+                window = None
                 if len(unchecked) >= _NONFINITE_CHUNK:
                     first_bad = _first_nonfinite(first_bad, unchecked, self.step)
                 if distributed:  # agreed every log_every_n_steps steps: ranks stop together
@@ -433,6 +439,17 @@ class Trainer:
             if v is not None:
                 out[name] = float(v)
         return out
+
+    def _skip_nonfinite(self, loss: torch.Tensor, index: int, epoch: int) -> bool:
+        """``on_nonfinite_loss: skip``: True (after dropping the accumulated gradients) when
+        the loss is NaN/inf on any rank; a host sync per step, by design."""
+        if not self.runtime.any(not bool(torch.isfinite(loss.detach()))):
+            return False
+        self.session.logger.warning(
+            "skipping batch %d of epoch %d (after step %d): non-finite loss %s", index + 1,
+            epoch, self.step, float(loss.detach()))
+        self.optimizer.zero_grad(set_to_none=True)  # the whole accumulation window
+        return True
 
     def _window_weight(self, index: int, last: int, n: int, loader: Any,
                        shard: int | None) -> float:
