@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         sides = [run_side(1, epochs, Path(tmp)), run_side(2, epochs, Path(tmp))]
     base = sides[0]
     print(f"DDP overhead: digits example, {epochs} epochs, global batch 32, CPU (gloo)")
-    print(f"{'side':<22}{'samples/s':>10}{'ratio':>8}{'wall s':>9}{'to ' + str(args.target):>10}"
+    print(f"{'side':<28}{'samples/s':>10}{'ratio':>8}{'wall s':>9}{'to ' + str(args.target):>10}"
           f"{'test acc':>10}")
     rates = []
     for side in sides:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         rates.append(rate)
         reach = _time_to(side, args.target)
         name = "1 process" if side["nproc"] == 1 else f"{side['nproc']} ranks (--nproc-per-node)"
-        print(f"{name:<22}{rate:>10.0f}{rate / rates[0]:>8.3f}{side['wall_s']:>9.1f}"
+        print(f"{name:<28}{rate:>10.0f}{rate / rates[0]:>8.3f}{side['wall_s']:>9.1f}"
               f"{(f'{reach:.1f} s' if reach is not None else 'never'):>10}"
               f"{side['test_accuracy']:>10.4f}")
     print("ratio: samples/s relative to one process (epoch seconds include validation)")
