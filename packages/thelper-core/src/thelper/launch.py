@@ -33,10 +33,12 @@ def launch_workers(nproc: int, args: Sequence[str]) -> int:
         args: The ``thelper`` command line of each worker (without ``--nproc-per-node``).
 
     Returns:
-        0 when every rank succeeded, else the exit code of the first rank that failed (a
-        rank killed by a signal counts as 1). When one rank dies, the launcher stops the
+        0 when every rank succeeded, 130 when the launcher was interrupted (SIGINT or
+        SIGTERM: the ranks are asked to stop, as a single run is), else the exit code of
+        the first rank that failed (a rank killed by a signal counts as 1). When one rank dies, the launcher stops the
         others (no rank waits forever for a dead peer).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -52,4 +54,6 @@ def launch_workers(nproc: int, args: Sequence[str]) -> int:
     except ChildFailedError as exc:
         codes = [f.exitcode for _, f in sorted(exc.failures.items())]
         return next((c for c in codes if c and c > 0), 1)
+    except SignalException:  # SIGINT/SIGTERM to the launcher: the ranks stopped
+        return 130
     return 0

@@ -43,12 +43,11 @@ class BalancedAccuracy(Metric):
             )
         self.num_classes = int(num_classes)
         self.adjusted = adjusted
-        self.reset()
-
-    def reset(self) -> None:
         # (2, C + 1) int64 on the outputs' device: row 0 counts samples per true class
-        # (support), row 1 correct predictions per true class; column C is a discard bin
-        self._counts: torch.Tensor | None = None
+        # (support), row 1 correct predictions per true class; column C is a discard bin.
+        # Declared, so it is reset each epoch, kept in step checkpoints and summed over
+        # the ranks of a DDP job.
+        self.add_state("_counts", None, "sum")
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         """Accumulate one batch of logits ``(N, C)`` and class indices ``(N,)``."""

@@ -21,4 +21,8 @@ class DefaultTrainerParams(Params):
     """Clip the global gradient norm to this value before each optimizer step."""
     log_every_n_steps: int = Field(default=20, ge=1)
     """Refresh the running loss in the progress bar every N steps (avoids a
-    device-to-host sync at every step)."""
+    device-to-host sync at every step); under several ranks, also how often the ranks agree
+    on a stop request."""
+    find_unused_parameters: bool = False
+    """Under several ranks: let ``DistributedDataParallel`` find parameters that a forward
+    leaves unused (slower; for models with branches)."""

@@ -737,7 +737,7 @@ class Trainer:
                 if self._resume_rng is not None:  # dropout etc. continue where they were
                     set_rng_state(self._resume_rng)
                 log.info("resuming epoch %d after %d batches (step %d)", epoch,
-                         resume["batches"], self.step)
+                         self._resume_batches(resume, bs), self.step)
             else:
                 self._seed_epoch(epoch)
             metrics = {"train": self.train_epoch(epoch)}
