@@ -69,6 +69,8 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
         torch.backends.cudnn.deterministic = True
     try:
         log.info("session %r in %s", session.name, session.session_dir)
+        if session.extras.get("resumed_from"):
+            log.info("resuming from %s", session.extras["resumed_from"])
         if runtime.distributed:
             log.info("rank %d of %d (%s backend), device %s", runtime.rank, runtime.world_size,
                      runtime.backend, runtime.device)
@@ -330,7 +332,7 @@ def _resume(path: str | Path, ckpt_path: Path, ckpt: dict[str, Any] | None,
         where = f"epoch {ckpt.get('epoch')}"
         if ckpt.get("in_epoch"):
             where = f"epoch {ckpt['in_epoch']['epoch']}, step {ckpt.get('step')}"
-        session.logger.info("resuming from %s (%s)", ckpt_path, where)
+        session.extras["resumed_from"] = f"{ckpt_path} ({where})"  # logged to trainer.log
     if eval_only and Path(path).is_file():  # evaluate the given checkpoint, not the best
         session.extras["eval_checkpoint"] = str(path)
     return _execute(session, pm, ckpt=ckpt, eval_only=eval_only)
