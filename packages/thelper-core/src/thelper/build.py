@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -53,7 +53,7 @@ class SessionData:
     splits: dict[str, SplitDataset]
     loaders: dict[str, DataLoader]
     seed: int = 0
-    transforms: tuple[list[Any], list[Any]] = ((), ())  # type: ignore[assignment]
+    transforms: tuple[list[Any], list[Any]] = field(default_factory=lambda: ([], []))
 
     def digest(self) -> str:
         """SHA-256 of the split indices (equal on every rank of a job)."""

@@ -35,8 +35,8 @@ def launch_workers(nproc: int, args: Sequence[str]) -> int:
     Returns:
         0 when every rank succeeded, 130 when the launcher was interrupted (SIGINT or
         SIGTERM: the ranks are asked to stop, as a single run is), else the exit code of
-        the first rank that failed (a rank killed by a signal counts as 1). When one rank dies, the launcher stops the
-        others (no rank waits forever for a dead peer).
+        the first rank that failed (a rank killed by a signal counts as 1). When one rank
+        dies, the launcher stops the others (no rank waits forever for a dead peer).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ def _config_dump(cfg: Any, seeds: dict[str, int]) -> dict[str, Any]:
     return data
 
 
-def _restore_torch_flags() -> Any:
+def _snapshot_torch_flags() -> Any:
     """Snapshot the process-wide torch switches a session may change; returns a restorer."""
     import torch
 
@@ -62,7 +64,7 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
     started = False
     status, error = "failed", None
     previous = _install_stop_handlers(session)
-    restore_flags = _restore_torch_flags()
+    restore_flags = _snapshot_torch_flags()
     if session.cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
         torch.backends.cudnn.benchmark = False
@@ -148,15 +150,22 @@ def _on_main(runtime: Any, fn: Any) -> Any:
     return result[1]
 
 
-def _start_runtime(runtime: Any, device: str) -> Any:
-    from thelper.runtime import Runtime
-
+@contextlib.contextmanager
+def _started(runtime: Runtime | None, device: str) -> Iterator[Runtime]:
+    """The runtime, started for ``device`` (a missing GPU fails here, before any directory
+    exists); the ranks other than 0 log warnings and errors only. The process group and the
+    log level are given back when the session ends."""
     runtime = runtime or Runtime.from_env()
     runtime.start(device)
+    logger = logging.getLogger("thelper")
+    level = logger.level
     if runtime.distributed and not runtime.is_main:
-        # the other ranks log warnings and errors only, with their rank
-        logging.getLogger("thelper").setLevel(logging.WARNING)
-    return runtime
+        logger.setLevel(logging.WARNING)
+    try:
+        yield runtime
+    finally:
+        logger.setLevel(level)
+        runtime.close()
 
 
 def _install_stop_handlers(session: Session) -> dict[int, Any]:
@@ -223,8 +232,7 @@ def run_session(doc: ConfigDocument, save_dir: str | Path,
     setup_logging()
     pm = pm or get_plugin_manager()
     cfg = validate_document(doc, pm.registry)
-    runtime = _start_runtime(runtime, cfg.trainer.device)  # a missing GPU fails before the
-    try:                                                   # directory exists
+    with _started(runtime, cfg.trainer.device) as runtime:
 
         def create() -> tuple[dict[str, int], str]:
             seeds = draw_seeds(cfg.seeds.model_dump())
@@ -236,8 +244,6 @@ def run_session(doc: ConfigDocument, save_dir: str | Path,
                           cfg=cfg, seeds=seeds, runtime=runtime,
                           plugins=pm if runtime.is_main else SilentPlugins(pm))
         return _execute(session, pm, ckpt=None)
-    finally:
-        runtime.close()
 
 
 def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
@@ -287,16 +293,13 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
         extra.insert(0, f"trainer.device={load_device}")
     doc = document_from_dict(config, extra)
     cfg = validate_document(doc, pm.registry)
-    runtime = _start_runtime(runtime, cfg.trainer.device)
-    try:
+    with _started(runtime, cfg.trainer.device) as runtime:
         chosen = runtime.broadcast_object(str(ckpt_path) if ckpt is not None else None)
         if chosen is not None and chosen != str(ckpt_path):  # rank 0 decides
             from thelper.checkpoint import load_checkpoint
 
             ckpt_path, ckpt = Path(chosen), load_checkpoint(Path(chosen), map_location)
         return _resume(path, ckpt_path, ckpt, config, cfg, pm, runtime, eval_only)
-    finally:
-        runtime.close()
 
 
 def _resume(path: str | Path, ckpt_path: Path, ckpt: dict[str, Any] | None,

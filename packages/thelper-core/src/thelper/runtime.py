@@ -19,10 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-__all__ = ["Runtime", "DISTRIBUTED_ENV"]
-
-#: Environment variables that mark a process launched by torchrun.
-DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+__all__ = ["Runtime"]
 
 
 def _env_int(env: Mapping[str, str], key: str, default: int) -> int:

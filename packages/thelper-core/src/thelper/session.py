@@ -29,8 +29,8 @@ import yaml
 
 from thelper.exceptions import SessionError
 
-__all__ = ["Session", "SilentPlugins", "create_session_dir", "probe_writable", "draw_seeds", "write_json",
-           "platform_info", "git_info", "flatten_hparams", "now"]
+__all__ = ["Session", "SilentPlugins", "create_session_dir", "probe_writable", "draw_seeds",
+           "write_json", "platform_info", "git_info", "flatten_hparams", "now"]
 
 LOGGER_NAME = "thelper"
 

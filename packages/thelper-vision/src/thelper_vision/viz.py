@@ -98,7 +98,7 @@ def write_batches(config: Path, out: Path, split: str = "train", batches: int = 
     Raises:
         ConfigError: Invalid config, or ``split`` has no samples.
     """
-    from thelper.build import build_data
+    from thelper.build import assemble
     from thelper.config import load_config, validate_document
     from thelper.exceptions import ConfigError
     from thelper.logs import setup_logging
@@ -108,7 +108,7 @@ def write_batches(config: Path, out: Path, split: str = "train", batches: int = 
     setup_logging()
     pm = get_plugin_manager()
     cfg = validate_document(load_config(config, sets or []), pm.registry)
-    data = build_data(cfg, draw_seeds(cfg.seeds.model_dump()), pm.registry)
+    data = assemble(cfg, draw_seeds(cfg.seeds.model_dump()), pm.registry, model=False).data
     loader = data.loaders.get(split)
     if loader is None:
         raise ConfigError(f"split {split!r} is empty in this config; choose one of "

@@ -241,8 +241,9 @@ class TrainerConfig(Section):
     """``32`` (float32), ``bf16-mixed`` (autocast to bfloat16; CPU and GPU) or ``16-mixed``
     (autocast to float16 with a gradient scaler; CUDA only)."""
     accumulate_grad_batches: int = Field(default=1, ge=1)
-    """Sum the gradients of N batches before each optimizer step (an effective batch N times
-    larger; the loss of each batch is divided by N)."""
+    """Sum the gradients of N batches before each optimizer step: an effective batch N times
+    larger (each batch's loss is weighted by its share of the window's samples, so the
+    epoch's last, shorter window counts as one batch too)."""
     compile: bool = False
     """Compile the model with ``torch.compile`` for training (needs a C++ compiler on CPU)."""
     save_freq: int = Field(default=1, ge=1)

@@ -161,9 +161,11 @@ class EpochSampler(Sampler[int]):
         if self.contiguous:
             lo, hi = self._bounds(n)
             return order[lo:hi]
+        if n == 0:
+            return order
         total = -(-n // self.world_size) * self.world_size
-        padded = order + (order * (total // max(n, 1) + 1))[:total - n] if n else order
-        return padded[self.rank:total:self.world_size]
+        padded = (order * -(-total // n))[:total]  # repeat the order's start to fill
+        return padded[self.rank::self.world_size]
 
     def __iter__(self):
         return iter(self.shard(self.order())[self.start:])

@@ -35,7 +35,7 @@ def split_cmd(
     """
     from rich.progress import Progress
 
-    from thelper.build import build_data
+    from thelper.build import assemble
     from thelper.config import load_config, validate_document
     from thelper.exceptions import ConfigError
     from thelper.logs import console, setup_logging
@@ -55,7 +55,7 @@ def split_cmd(
     pm = get_plugin_manager()
     cfg = validate_document(load_config(config, sets or []), pm.registry)
     seeds = draw_seeds(cfg.seeds.model_dump())
-    data = build_data(cfg, seeds, pm.registry)
+    data = assemble(cfg, seeds, pm.registry, model=False).data
     total = sum(len(i) for idx in data.indices.values() for i in idx.values())
     with Progress(console=console, transient=True, disable=not console.is_terminal) as prog:
         bar = prog.add_task("writing archive", total=total)

@@ -80,7 +80,7 @@ def session_data(ckpt: dict[str, Any], sets: tuple[str, ...] = (), pm: Any = Non
         sets: ``--set`` overrides of the stored config.
         pm: Plugin manager (default: the process's).
     """
-    from thelper.build import build_data
+    from thelper.build import assemble
     from thelper.config import document_from_dict, validate_document
 
     if pm is None:
@@ -90,4 +90,5 @@ def session_data(ckpt: dict[str, Any], sets: tuple[str, ...] = (), pm: Any = Non
     config = dict(ckpt["config"])
     cfg = validate_document(document_from_dict(config, list(sets)), pm.registry)
     seeds = {k: int(v) for k, v in (ckpt.get("seeds") or config["seeds"]).items()}
-    return build_data(cfg, seeds, pm.registry, logger=logging.getLogger("thelper.tools"))
+    return assemble(cfg, seeds, pm.registry, model=False,
+                    logger=logging.getLogger("thelper.tools")).data

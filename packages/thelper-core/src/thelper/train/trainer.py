@@ -366,19 +366,14 @@ class Trainer:
                 n = _batch_size(batch, self.task)
                 boundary = accumulate == 1 or (batches + 1) % accumulate == 0 \
                     or batches + 1 >= last
-                if boundary or not distributed:
+                # gradients are averaged over the ranks at the boundary's backward only
+                sync = _SYNC if boundary or not distributed else self.train_model.no_sync()
+                with sync:
                     outputs, targets, loss = self.forward_step(batch)
                     bad = skip_nonfinite and self._skip_nonfinite(loss, batches, epoch)
                     if not bad:
                         self.backward_step(loss, self._window_weight(batches, last, n, loader,
                                                                      shard))
-                else:  # gradients are averaged over the ranks at the boundary only
-                    with self.train_model.no_sync():
-                        outputs, targets, loss = self.forward_step(batch)
-                        bad = skip_nonfinite and self._skip_nonfinite(loss, batches, epoch)
-                        if not bad:
-                            self.backward_step(loss, self._window_weight(
-                                batches, last, n, loader, shard))
                 batches += 1
                 if bad:
                     continue
@@ -808,6 +803,10 @@ class Trainer:
         s.plugins.evaluation_end(s, split, epoch, values)
         return values
 
+
+#: The context of a backward that synchronises gradients as usual (one reusable instance:
+#: no allocation per step).
+_SYNC = contextlib.nullcontext()
 
 #: Training steps whose losses are checked for NaN/inf at once (see :func:`_first_nonfinite`).
 _NONFINITE_CHUNK = 256
