@@ -84,8 +84,10 @@ def test_per_step_scheduler_steps_after_every_optimizer_step(tmp_path, mlp_confi
 
 def test_metric_driven_scheduler_cannot_step_per_step(tmp_path, mlp_config):
     mlp_config["trainer"]["optimization"]["scheduler"]["interval"] = "step"
-    with pytest.raises(ConfigError, match="once per epoch; use interval: epoch"):
-        run_session(document_from_dict(mlp_config), tmp_path)
+    with pytest.raises(ConfigError, match=r"trainer\.optimization\.scheduler\.interval: "
+                                          r"scheduler 'reduce_lr_on_plateau' steps on a metric"):
+        validate_document(document_from_dict(mlp_config), get_plugin_manager().registry)
+    assert not list(tmp_path.iterdir())  # refused before anything is written
 
 
 def test_float16_on_a_cpu_is_a_config_error_at_its_path(mlp_config):

@@ -84,6 +84,7 @@ def test_block_a_plugin_with_p_no(run_cli: RunCli, site: FakeSite) -> None:
     plugins = {p["plugin"] for p in data["plugins"]}
     assert "example" not in plugins and "fake" in plugins
     assert data["failures"] == []  # a blocked plugin is never imported
+    assert {b["plugin"] for b in data["blocked"]} == {"example", "broken"}
 
 
 def test_disable_autoload_leaves_only_core_plugins(run_cli: RunCli, site: FakeSite) -> None:

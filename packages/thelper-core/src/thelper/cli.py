@@ -421,14 +421,18 @@ def plugins_list_cmd(
 ) -> None:
     """List plugins (name, distribution, version) and their components by kind.
 
-    Plugins that failed to load are listed with their error; exit code stays 0.
+    Plugins that failed to load are listed with their error, and blocked plugins (-p no:NAME,
+    THELPER_BLOCK_PLUGINS) by name; exit code stays 0.
     """
     pm = _pm()
     described = pm.describe()
     failures = [{"plugin": f.name, "distribution": f.distribution, "stage": f.stage,
                  "error": f.error} for f in pm.failures]
+    blocked = [{"plugin": name, "distribution": dist}
+               for name, dist in sorted(pm.blocked_plugins.items())]
     if as_json:
-        typer.echo(json.dumps({"plugins": described, "failures": failures}, indent=2))
+        typer.echo(json.dumps({"plugins": described, "failures": failures,
+                               "blocked": blocked}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -445,6 +449,9 @@ def plugins_list_cmd(
     for f in failures:
         out.print(f"FAILED {f['plugin']} ({f['distribution'] or 'unknown distribution'}): "
                   f"{f['stage']}: {f['error']}", style="red", markup=False)
+    for b in blocked:
+        out.print(f"blocked {b['plugin']} ({b['distribution'] or 'unknown distribution'}): "
+                  "not loaded", style="yellow", markup=False)
 
 
 # ---------------------------------------------------------------------------- main

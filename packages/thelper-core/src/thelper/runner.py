@@ -153,19 +153,39 @@ def _on_main(runtime: Any, fn: Any) -> Any:
 @contextlib.contextmanager
 def _started(runtime: Runtime | None, device: str) -> Iterator[Runtime]:
     """The runtime, started for ``device`` (a missing GPU fails here, before any directory
-    exists); the ranks other than 0 log warnings and errors only. The process group and the
-    log level are given back when the session ends."""
+    exists); the ranks other than 0 log warnings and errors only, prefixed ``[rank N]``. The
+    process group, the log level and the handlers are given back when the session ends."""
     runtime = runtime or Runtime.from_env()
     runtime.start(device)
     logger = logging.getLogger("thelper")
     level = logger.level
-    if runtime.distributed and not runtime.is_main:
+    prefix = _RankPrefix(runtime.rank)
+    handlers = list(logger.handlers) if runtime.distributed and not runtime.is_main else []
+    if handlers:
         logger.setLevel(logging.WARNING)
+        for h in handlers:
+            h.addFilter(prefix)
     try:
         yield runtime
     finally:
         logger.setLevel(level)
+        for h in handlers:
+            h.removeFilter(prefix)
         runtime.close()
+
+
+class _RankPrefix(logging.Filter):
+    """Start the console lines of a rank other than 0 with ``[rank N]``."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.rank = rank
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "thelper_rank", None):
+            record.msg = f"[rank {self.rank}] {record.msg}"
+            record.thelper_rank = self.rank
+        return True
 
 
 def _install_stop_handlers(session: Session) -> dict[int, Any]:

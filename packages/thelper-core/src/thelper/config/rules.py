@@ -228,6 +228,10 @@ def _metrics(data: dict[str, Any], registry: Registry, emit: Emit) -> None:
         return
     if not needs_metric:
         return
+    if sched.get("interval") == "step":
+        emit((*sloc, "interval"),
+             f"scheduler {sched['type']!r} steps on a metric, which is computed once per "
+             "epoch; use interval: epoch")
     step_goal = goal(step_metric, (*sloc, "step_metric"), "scheduler step metric") \
         if step_metric is not None else monitor_goal
     mode = _dict(sched.get("params")).get("mode")

@@ -134,9 +134,6 @@ class Trainer:
                 goal=self._goal(self.step_metric) if self.step_metric else "min")
         self.scheduler_interval = opt_cfg.scheduler.interval \
             if opt_cfg.scheduler is not None else "epoch"
-        if self.scheduler_interval == "step" and self.step_metric is not None:
-            raise ConfigError(f"trainer.optimization.scheduler: {opt_cfg.scheduler.type!r} "
-                              "steps on a metric, once per epoch; use interval: epoch")
         self.metric_specs = dict(self.cfg.metrics)
         self.test_metric_specs = dict(self.cfg.test_metrics)
         self.metrics = self._build_metrics(self.metric_specs)
