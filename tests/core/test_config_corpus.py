@@ -120,12 +120,18 @@ def test_imports_allow_admits_a_module(tmp_path, mlp_config, write_config, capsy
         "task": {"type": "classification", "params": {"class_names": ["a", "b"]}}}
     path = write_config(mlp_config)
     assert main(["config", "validate", str(path)]) == 2
-    assert "imports: {allow: [mypackage]}" in capsys.readouterr().err
+    assert "--allow-import mypackage" in capsys.readouterr().err
     (tmp_path / "mypackage").mkdir()
     (tmp_path / "mypackage" / "__init__.py").write_text("")
     sys.path.insert(0, str(tmp_path))
     try:
-        assert main(["config", "validate", str(path), "--set", "imports.allow=[mypackage]"]) == 0
+        assert main(["config", "validate", str(path), "--allow-import", "mypackage"]) == 0
+        # a config's own allow-list counts only when the command line confirms it
+        assert main(["config", "validate", str(path), "--set", "imports.allow=[mypackage]"]) == 2
+        assert "confirm it on the command line with --allow-import mypackage" in \
+            capsys.readouterr().err
+        assert main(["config", "validate", str(path), "--set", "imports.allow=[mypackage]",
+                     "--allow-import", "mypackage"]) == 0
     finally:
         sys.path.remove(str(tmp_path))
     assert "mypackage" not in sys.modules  # checked without importing it

@@ -52,8 +52,10 @@ def test_partial_splits_leave_samples_out():
 def test_import_allow_list():
     check_import_allowed("torchvision.datasets.FakeData")
     check_import_allowed("thelper_vision.datasets.ImageFolderDataset")
-    with pytest.raises(ConfigError, match=r"imports: \{allow: \[os\]\}"):
-        check_import_allowed("os.system")
+    with pytest.raises(ConfigError, match=r"--allow-import mydata"):
+        check_import_allowed("mydata.Blobs")
+    with pytest.raises(ConfigError, match=r"never importable"):
+        check_import_allowed("os.system", allow=["os"])
     check_import_allowed("collections.OrderedDict", allow=["collections"])
 
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from thelper.cli_options import AllowImportOption, SetOption, allowed_imports
+
 __all__ = ["app", "main"]
 
 HELP = """\
@@ -76,10 +78,6 @@ app.add_typer(plugins_app, name="plugins")
 
 _STATE: dict[str, Any] = {"traceback": False, "blocked": []}
 
-SetOption = Annotated[list[str] | None, typer.Option(
-    "--set", "-s", metavar="PATH=VALUE",
-    help="Override a config value (repeatable), e.g. --set trainer.epochs=5. Values are "
-         "read as YAML: 3, 0.1, true, [1, 2], '{a: 1}'.")]
 
 
 def _pm() -> Any:
@@ -129,7 +127,8 @@ NprocOption = Annotated[int | None, typer.Option(
          "For several machines use 'torchrun ... -m thelper run CONFIG'.")]
 
 
-def _worker_args(command: list[str], sets: list[str] | None) -> list[str]:
+def _worker_args(command: list[str], sets: list[str] | None,
+                 allow: tuple[str, ...] = ()) -> list[str]:
     """The command line a launched rank runs (global flags first)."""
     head = ["--traceback"] if _STATE["traceback"] else []
     for name in sorted(_STATE["blocked"] or ()):
@@ -137,11 +136,13 @@ def _worker_args(command: list[str], sets: list[str] | None) -> list[str]:
     tail: list[str] = []
     for item in sets or []:
         tail += ["--set", item]
+    for module in allow:
+        tail += ["--allow-import", module]
     return head + command + tail
 
 
 def _launch_if_asked(nproc: int | None, device: str, command: list[str],
-                     sets: list[str] | None) -> bool:
+                     sets: list[str] | None, allow: tuple[str, ...] = ()) -> bool:
     """Start ``nproc`` ranks (or one per GPU for ``cuda:all``) and exit with their status;
     False when this process should run the session itself."""
     from thelper.launch import in_launched_job, launch_workers
@@ -154,22 +155,24 @@ def _launch_if_asked(nproc: int | None, device: str, command: list[str],
         nproc = torch.cuda.device_count() if torch.cuda.is_available() else None
     if not nproc or nproc < 2:
         return False
-    code = launch_workers(nproc, _worker_args(command, sets))
+    code = launch_workers(nproc, _worker_args(command, sets, allow))
     raise typer.Exit(code)
 
 
 def _run(config: Path, save_dir: Path, sets: list[str] | None,
-         nproc: int | None = None) -> None:
+         nproc: int | None = None, allow_import: list[str] | None = None) -> None:
     from thelper.config import load_config, validate_document
     from thelper.runner import run_session
 
+    allow = allowed_imports(allow_import)
     pm = _pm()
     _warn_failures(pm)
     doc = load_config(config, sets or [])
-    cfg = validate_document(doc, pm.registry)  # a bad config fails before any rank starts
+    # a bad config fails before any rank starts
+    cfg = validate_document(doc, pm.registry, allow_imports=allow)
     _launch_if_asked(nproc, cfg.trainer.device,
-                     ["run", str(config), "--save-dir", str(save_dir)], sets)
-    session = run_session(doc, save_dir, pm)
+                     ["run", str(config), "--save-dir", str(save_dir)], sets, allow)
+    session = run_session(doc, save_dir, pm, allow_imports=allow)
     if getattr(session, "is_main", True):
         typer.echo(f"session {session.name}: {session.status}; results in "
                    f"{session.session_dir}")
@@ -183,6 +186,7 @@ def run_cmd(
     ] = Path("sessions"),
     sets: SetOption = None,
     nproc_per_node: NprocOption = None,
+    allow_import: AllowImportOption = None,
 ) -> None:
     """Train, validate and test a session; writes SAVE_DIR/<name>/.
 
@@ -194,7 +198,7 @@ def run_cmd(
     With --nproc-per-node N (or under torchrun) the session trains on N ranks; rank 0
     writes every file. See docs/distributed.md.
     """
-    _run(config, save_dir, sets, nproc_per_node)
+    _run(config, save_dir, sets, nproc_per_node, allow_import)
 
 
 @app.command("new", hidden=True, cls=_Command)
@@ -203,9 +207,10 @@ def new_cmd(
     save_dir: Annotated[Path, typer.Argument(help="Where <name>/ is created.")
                         ] = Path("sessions"),
     sets: SetOption = None,
+    allow_import: AllowImportOption = None,
 ) -> None:
     """Alias of 'run' for thelper 0.6 users (save dir as second argument)."""
-    _run(config, save_dir, sets)
+    _run(config, save_dir, sets, allow_import=allow_import)
 
 
 @app.command("resume", cls=_Command)
@@ -218,6 +223,7 @@ def resume_cmd(
         "there.")] = None,
     sets: SetOption = None,
     nproc_per_node: NprocOption = None,
+    allow_import: AllowImportOption = None,
 ) -> None:
     """Continue a session from its latest checkpoint (model, optimizer, scheduler, RNG).
 
@@ -227,13 +233,14 @@ def resume_cmd(
     """
     from thelper.runner import resume_session
 
+    allow = allowed_imports(allow_import)
     pm = _pm()
     _warn_failures(pm)
     command = ["resume", str(path)] + (["--eval-only"] if eval_only else []) + (
         ["--map-location", map_location] if map_location else [])
-    _launch_if_asked(nproc_per_node, "", command, sets)
+    _launch_if_asked(nproc_per_node, "", command, sets, allow)
     session = resume_session(path, sets or [], eval_only=eval_only, map_location=map_location,
-                             pm=pm)
+                             pm=pm, allow_imports=allow)
     if not session.is_main:
         return
     if eval_only:
@@ -280,6 +287,7 @@ def validate_cmd(
         "--dry-run", help="Like --build, then run one batch of each split through "
         "training, validation, the test and a checkpoint round trip, in a temporary "
         "directory that is removed afterwards.")] = False,
+    allow_import: AllowImportOption = None,
 ) -> None:
     """Check a config against the installed plugins (schema depth: no torch import).
 
@@ -291,13 +299,15 @@ def validate_cmd(
 
     if fmt not in ("text", "json"):
         raise typer.BadParameter("expected text or json", param_hint="--format")
+    allow = allowed_imports(allow_import)
     pm = _pm()
     if pm.failures:
         _warn_failures(pm)
     doc = None
     try:
         doc = load_config(config, sets or [])
-        cfg, issues = check_document(doc, pm.registry, failures=pm.failures)
+        cfg, issues = check_document(doc, pm.registry, failures=pm.failures,
+                                     allow_imports=allow)
     except ConfigError as exc:
         if not exc.issues:
             raise

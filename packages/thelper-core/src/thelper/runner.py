@@ -230,8 +230,8 @@ def _record_early_failure(session: Session, error: BaseException) -> None:
 
 
 def run_session(doc: ConfigDocument, save_dir: str | Path,
-                pm: ThelperPluginManager | None = None, runtime: Runtime | None = None
-                ) -> Session:
+                pm: ThelperPluginManager | None = None, runtime: Runtime | None = None,
+                allow_imports: tuple[str, ...] | list[str] = ()) -> Session:
     """Validate ``doc``, create ``save_dir/<name>/`` and train, validate and test.
 
     Under several ranks (torchrun) every rank calls this; rank 0 draws the seeds and
@@ -243,6 +243,8 @@ def run_session(doc: ConfigDocument, save_dir: str | Path,
         pm: Plugin manager (default: the process's).
         runtime: Rank and world size (default: from the environment, see
             :meth:`thelper.runtime.Runtime.from_env`).
+        allow_imports: Modules the caller allows configs to import (``--allow-import``);
+            the config's ``imports.allow`` entries must be among them.
 
     Raises:
         ConfigError: The config is invalid (every problem listed).
@@ -251,7 +253,7 @@ def run_session(doc: ConfigDocument, save_dir: str | Path,
     """
     setup_logging()
     pm = pm or get_plugin_manager()
-    cfg = validate_document(doc, pm.registry)
+    cfg = validate_document(doc, pm.registry, allow_imports=allow_imports)
     with _started(runtime, cfg.trainer.device) as runtime:
 
         def create() -> tuple[dict[str, int], str]:
@@ -268,9 +270,12 @@ def run_session(doc: ConfigDocument, save_dir: str | Path,
 
 def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
                    eval_only: bool = False, map_location: str | None = None,
-                   pm: ThelperPluginManager | None = None, runtime: Runtime | None = None
-                   ) -> Session:
+                   pm: ThelperPluginManager | None = None, runtime: Runtime | None = None,
+                   allow_imports: tuple[str, ...] | list[str] = ()) -> Session:
     """Continue a session from its latest checkpoint (or evaluate its best one).
+
+    The checkpoint's stored config is data: it is validated under this call's
+    ``allow_imports`` (``--allow-import``), never under an allow-list it brings itself.
 
     Args:
         path: Session directory or checkpoint file.
@@ -281,6 +286,7 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
         pm: Plugin manager.
         runtime: Rank and world size (default: from the environment). Under several
             ranks, every rank loads the checkpoint that rank 0 picked.
+        allow_imports: Modules this invocation allows configs to import.
 
     Raises:
         CheckpointError: No usable checkpoint.
@@ -312,7 +318,7 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
     if load_device is not None:
         extra.insert(0, f"trainer.device={load_device}")
     doc = document_from_dict(config, extra)
-    cfg = validate_document(doc, pm.registry)
+    cfg = validate_document(doc, pm.registry, allow_imports=allow_imports)
     with _started(runtime, cfg.trainer.device) as runtime:
         chosen = runtime.broadcast_object(str(ckpt_path) if ckpt is not None else None)
         if chosen is not None and chosen != str(ckpt_path):  # rank 0 decides

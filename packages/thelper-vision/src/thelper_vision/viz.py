@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from thelper.cli_options import AllowImportOption, SetOption, allowed_imports
 from thelper.hookspecs import hookimpl
 
 __all__ = ["draw_batch", "write_batches", "viz_cmd", "thelper_add_commands"]
@@ -89,7 +90,8 @@ def draw_batch(task: Any, batch: dict[str, Any], path: Path, limit: int = 16,
 
 
 def write_batches(config: Path, out: Path, split: str = "train", batches: int = 1,
-                  limit: int = 16, sets: list[str] | None = None) -> list[Path]:
+                  limit: int = 16, sets: list[str] | None = None,
+                  allow_imports: tuple[str, ...] = ()) -> list[Path]:
     """Build the data of ``config`` and draw the first ``batches`` batches of ``split``.
 
     Returns:
@@ -107,7 +109,8 @@ def write_batches(config: Path, out: Path, split: str = "train", batches: int = 
 
     setup_logging()
     pm = get_plugin_manager()
-    cfg = validate_document(load_config(config, sets or []), pm.registry)
+    cfg = validate_document(load_config(config, sets or []), pm.registry,
+                            allow_imports=allow_imports)
     data = assemble(cfg, draw_seeds(cfg.seeds.model_dump()), pm.registry, model=False).data
     loader = data.loaders.get(split)
     if loader is None:
@@ -129,16 +132,16 @@ def viz_cmd(
     split: Annotated[str, typer.Option(help="train, valid or test.")] = "train",
     batches: Annotated[int, typer.Option(help="Number of batches to draw.", min=1)] = 1,
     limit: Annotated[int, typer.Option(help="Samples drawn per batch.", min=1)] = 16,
-    sets: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", metavar="PATH=VALUE", help="Override a config value (repeatable).")
-    ] = None,
+    sets: SetOption = None,
+    allow_import: AllowImportOption = None,
 ) -> None:
     """Write PNG grids of transformed batches (masks and boxes drawn over images).
 
     Uses the config's datasets, splits, transforms and seeds, so the training split shows
     the augmentations of the first epoch. Writes OUT/<name>/<split>_batch<k>.png.
     """
-    for path in write_batches(config, out, split, batches, limit, sets):
+    for path in write_batches(config, out, split, batches, limit, sets,
+                              allowed_imports(allow_import)):
         typer.echo(f"wrote {path}")
 
 

@@ -28,7 +28,7 @@ from thelper.config.compat import (
 )
 from thelper.config.dynamic import UNKNOWN_COMPONENT, import_adapter, session_model
 from thelper.config.hints import legacy_type_hint, not_installed, suggest
-from thelper.config.imports import is_import_path
+from thelper.config.imports import confirm_imports, is_import_path
 from thelper.config.rules import cross_rules
 from thelper.config.source import ConfigDocument, Loc
 from thelper.exceptions import ConfigError, ConfigIssue, PluginError
@@ -269,13 +269,18 @@ def _unimportable_params(registry: Registry,
 
 
 def check_document(doc: ConfigDocument, registry: Registry, *,
-                   failures: Iterable[Any] = ()) -> tuple[Any, list[ConfigIssue]]:
+                   failures: Iterable[Any] = (), allow_imports: Iterable[str] = ()
+                   ) -> tuple[Any, list[ConfigIssue]]:
     """Validate ``doc``; return the typed config (or ``None``) and every issue found.
 
     Args:
         doc: The merged document (file, environment and ``--set`` overrides).
         registry: Registered components.
         failures: Plugins that failed to load (``PluginFailure``), for install hints.
+        allow_imports: Modules the command line allows (``--allow-import``). Each entry of
+            the document's ``imports.allow`` must be covered by one of them (a config is
+            data and cannot widen what runs by itself); the typed config's ``imports.allow``
+            is the union of both.
 
     Returns:
         ``(config, issues)``: the :class:`~thelper.config.models.SessionConfig` subclass
@@ -283,8 +288,14 @@ def check_document(doc: ConfigDocument, registry: Registry, *,
         overrides.
     """
     failures = list(failures)
+    doc, unconfirmed = _confirmed_imports(doc, allow_imports)
     norm = normalize(doc.data, registry)
     report = _Reporter(doc, norm)
+    for index, module in unconfirmed:
+        report.emit(("imports", "allow", index),
+                    f"{module!r} widens what this config may import (importing runs its "
+                    f"code); confirm it on the command line with --allow-import {module}, or "
+                    "remove it")
     used = used_components(norm.data, registry)
     broken = _unimportable_params(registry, used)
     unplaced = dict(broken)
@@ -314,19 +325,46 @@ def check_document(doc: ConfigDocument, registry: Registry, *,
     return (config if not issues else None), issues
 
 
+def _confirmed_imports(doc: ConfigDocument, allow_imports: Iterable[str]
+                       ) -> tuple[ConfigDocument, list[tuple[int, str]]]:
+    """``doc`` with its ``imports.allow`` set to the effective list, and the unconfirmed
+    entries ``(index, module)`` of the original list."""
+    allow_imports = list(allow_imports)
+    imports = doc.data.get("imports")
+    raw = imports.get("allow") if isinstance(imports, dict) else None
+    if not allow_imports and not raw:
+        return doc, []
+    if imports is None:
+        imports = {}
+    if not isinstance(imports, dict) or (raw is not None and not isinstance(raw, list)):
+        return doc, []  # malformed: the schema reports it
+    effective, unconfirmed = confirm_imports(raw, allow_imports)
+    out = doc.copy()
+    out.data["imports"] = {**imports, "allow": effective}
+    return out, [(i, str(raw[i])) for i in unconfirmed]
+
+
 def format_issues(issues: list[ConfigIssue]) -> str:
     """One line per issue."""
     return "\n".join(i.format() for i in issues)
 
 
 def validate_document(doc: ConfigDocument, registry: Registry, *,
-                      failures: Iterable[Any] = ()) -> Any:
+                      failures: Iterable[Any] = (), allow_imports: Iterable[str] = ()) -> Any:
     """Validate ``doc`` and return the typed config.
+
+    Args:
+        doc: The merged document.
+        registry: Registered components.
+        failures: Plugins that failed to load, for install hints.
+        allow_imports: The command line's ``--allow-import`` modules (see
+            :func:`check_document`).
 
     Raises:
         ConfigError: With every issue found (``.issues``), each naming its config path.
     """
-    config, issues = check_document(doc, registry, failures=failures)
+    config, issues = check_document(doc, registry, failures=failures,
+                                    allow_imports=allow_imports)
     if config is None:
         n = len(issues)
         raise ConfigError(

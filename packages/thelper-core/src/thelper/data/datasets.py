@@ -119,13 +119,19 @@ class TorchDatasetAdapter(Dataset):
         allow: Extra allowed module prefixes (the config's ``imports.allow``).
 
     Raises:
-        ConfigError: The class is not allowed, not importable or not constructible.
+        ConfigError: The class is not allowed (see :func:`thelper.config.imports.import_denied`
+            for what never is), not importable, not a data set class or not constructible.
     """
 
     def __init__(self, class_path: str, params: dict[str, Any] | None = None,
                  task: Task | None = None, allow: Iterable[str] = ()) -> None:
         check_import_allowed(class_path, allow)
         cls = import_object(class_path)
+        if not (isinstance(cls, type) and (issubclass(cls, Dataset) or (
+                hasattr(cls, "__getitem__") and hasattr(cls, "__len__")))):
+            raise ConfigError(f"class_path {class_path!r} is not a data set class (a "
+                              "torch.utils.data.Dataset subclass, or a class with __getitem__ "
+                              "and __len__); only such classes are built from a config")
         try:
             self.dataset = cls(**(params or {}))
         except Exception as exc:

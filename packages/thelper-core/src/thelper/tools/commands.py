@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from thelper.cli_options import AllowImportOption, SetOption, allowed_imports
 from thelper.hookspecs import hookimpl
 
 
@@ -21,11 +22,10 @@ def split_cmd(
         help="Per-key compression, e.g. --key-compression label=none (repeatable).")] = None,
     encode: Annotated[str, typer.Option(
         help="Store uint8 images encoded: none, png or jpeg.")] = "none",
-    sets: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", metavar="PATH=VALUE", help="Override a config value (repeatable).")
-    ] = None,
+    sets: SetOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing archive.")
                      ] = False,
+    allow_import: AllowImportOption = None,
 ) -> None:
     """Write the session's train/valid/test splits into one HDF5 archive.
 
@@ -43,6 +43,7 @@ def split_cmd(
     from thelper.session import draw_seeds
     from thelper.tools.archive import write_archive
 
+    allow = allowed_imports(allow_import)
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
     per_key = {}
@@ -53,7 +54,7 @@ def split_cmd(
         per_key[k] = v
     setup_logging()
     pm = get_plugin_manager()
-    cfg = validate_document(load_config(config, sets or []), pm.registry)
+    cfg = validate_document(load_config(config, sets or []), pm.registry, allow_imports=allow)
     seeds = draw_seeds(cfg.seeds.model_dump())
     data = assemble(cfg, seeds, pm.registry, model=False).data
     total = sum(len(i) for idx in data.indices.values() for i in idx.values())
@@ -79,6 +80,7 @@ def export_cmd(
     ] = None,
     tolerance: Annotated[float, typer.Option(
         help="Largest accepted |original - export| on the check inputs.")] = 1e-4,
+    allow_import: AllowImportOption = None,
 ) -> None:
     """Export a trained model and verify the export reproduces it.
 
@@ -89,7 +91,8 @@ def export_cmd(
     from thelper.tools.export import export_model
 
     shape = tuple(int(v) for v in input_shape.split(",")) if input_shape else None
-    result = export_model(source, fmt, out, input_shape=shape, tolerance=tolerance)
+    result = export_model(source, fmt, out, input_shape=shape, tolerance=tolerance,
+                          allow_imports=allowed_imports(allow_import))
     typer.echo(f"exported {result.path} ({fmt}); max |difference| {result.max_abs_diff:.3g} "
                f"on inputs {list(result.input_shape)}; metadata {result.meta_path}")
 
@@ -104,6 +107,7 @@ def infer_cmd(
         help="Predict this split of the session's config (train, valid or test).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     top_k: Annotated[int, typer.Option(help="Classes listed per image.")] = 3,
+    allow_import: AllowImportOption = None,
 ) -> None:
     """Run a trained model on images (or a split) and write predictions.
 
@@ -112,7 +116,8 @@ def infer_cmd(
     """
     from thelper.tools.infer import infer
 
-    result = infer(model, inputs or [], out, split=split, batch_size=batch_size, top_k=top_k)
+    result = infer(model, inputs or [], out, split=split, batch_size=batch_size, top_k=top_k,
+                   allow_imports=allowed_imports(allow_import))
     typer.echo(f"predictions written to {result}")
 
 

@@ -53,11 +53,12 @@ def _outputs(value: Any) -> torch.Tensor:
     return value
 
 
-def _sample_inputs(trained: Any, input_shape: tuple[int, ...] | None, batch: int) -> torch.Tensor:
+def _sample_inputs(trained: Any, input_shape: tuple[int, ...] | None, batch: int,
+                   allow_imports: tuple[str, ...] = ()) -> torch.Tensor:
     if input_shape is not None:
         g = torch.Generator().manual_seed(0)
         return torch.rand((batch, *input_shape), generator=g)
-    data = session_data(trained.checkpoint)
+    data = session_data(trained.checkpoint, allow_imports=allow_imports)
     split = next(s for s in ("test", "valid", "train") if s in data.loaders)
     dataset = data.loaders[split].dataset
     samples = [dataset[i] for i in range(min(batch, len(dataset)))]
@@ -92,7 +93,8 @@ def _run_exported(fmt: str, path: Path, x: torch.Tensor) -> torch.Tensor:
 
 def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
                  input_shape: tuple[int, ...] | None = None, batch: int = 4,
-                 tolerance: float = 1e-4) -> ExportResult:
+                 tolerance: float = 1e-4, allow_imports: tuple[str, ...] = ()
+                 ) -> ExportResult:
     """Export the model of a session (best checkpoint) or checkpoint, and verify it.
 
     Args:
@@ -103,6 +105,7 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
             the session's data.
         batch: Sample batch size for tracing and verification.
         tolerance: Largest accepted absolute difference between original and export.
+        allow_imports: Modules the command line allows the stored config to import.
 
     Raises:
         ExportError: Unknown format, export failure, or a difference above ``tolerance``.
@@ -111,7 +114,7 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     trained = load_trained(source)
     model = _Unwrap(trained.model).eval()
-    x = _sample_inputs(trained, input_shape, batch)
+    x = _sample_inputs(trained, input_shape, batch, allow_imports)
     if out is None:
         session_dir = trained.path.parent.parent
         out = session_dir / "export" / f"model{FORMATS[fmt]}"

@@ -74,7 +74,8 @@ def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 def infer(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
-          split: str | None = None, batch_size: int = 32, top_k: int = 3) -> Path:
+          split: str | None = None, batch_size: int = 32, top_k: int = 3,
+          allow_imports: tuple[str, ...] = ()) -> Path:
     """Run inference and write predictions under ``out``.
 
     Args:
@@ -86,6 +87,7 @@ def infer(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
             session's config (needs a checkpoint, not an export).
         batch_size: Images per forward pass.
         top_k: Classes listed per image (classification).
+        allow_imports: Modules the command line allows the stored config to import.
 
     Returns:
         The output directory.
@@ -132,7 +134,7 @@ def infer(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
             raise ConfigError("--split needs a session or checkpoint (an export has no data)")
         from thelper.tools.loading import session_data
 
-        data = session_data(trained.checkpoint)
+        data = session_data(trained.checkpoint, allow_imports=allow_imports)
         if split not in data.splits:
             raise ConfigError(f"split {split!r} is empty or undefined in the session "
                               f"(available: {', '.join(data.splits)})")

@@ -72,13 +72,19 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> Trained:
     return Trained(model, task, ckpt, ckpt_path)
 
 
-def session_data(ckpt: dict[str, Any], sets: tuple[str, ...] = (), pm: Any = None) -> Any:
+def session_data(ckpt: dict[str, Any], sets: tuple[str, ...] = (), pm: Any = None,
+                 allow_imports: tuple[str, ...] = ()) -> Any:
     """Rebuild the datasets, splits and loaders of a checkpoint's session (same seeds).
 
     Args:
         ckpt: A loaded checkpoint (its ``config`` and ``seeds``).
         sets: ``--set`` overrides of the stored config.
         pm: Plugin manager (default: the process's).
+        allow_imports: Modules the command line allows (``--allow-import``); the stored
+            config's ``imports.allow`` counts only where they confirm it.
+
+    Raises:
+        ConfigError: The stored config is invalid or imports what this call does not allow.
     """
     from thelper.build import assemble
     from thelper.config import document_from_dict, validate_document
@@ -88,7 +94,8 @@ def session_data(ckpt: dict[str, Any], sets: tuple[str, ...] = (), pm: Any = Non
 
         pm = get_plugin_manager()
     config = dict(ckpt["config"])
-    cfg = validate_document(document_from_dict(config, list(sets)), pm.registry)
+    cfg = validate_document(document_from_dict(config, list(sets)), pm.registry,
+                            allow_imports=allow_imports)
     seeds = {k: int(v) for k, v in (ckpt.get("seeds") or config["seeds"]).items()}
     return assemble(cfg, seeds, pm.registry, model=False,
                     logger=logging.getLogger("thelper.tools")).data
