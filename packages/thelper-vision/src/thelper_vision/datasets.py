@@ -11,7 +11,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch.utils.data import Dataset
@@ -32,19 +32,48 @@ _TORCHVISION_FORMATS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp"})
 _MODES = ("RGB", "L", "unchanged")
 
 
-def _decode_with_torchvision(path: str, mode: str) -> torch.Tensor:
+def _check_pixels(f: BinaryIO) -> None:
+    """Refuse decompression bombs before torchvision decodes every frame of ``f``.
+
+    Pillow reads the header only and raises ``DecompressionBombError`` above twice
+    ``Image.MAX_IMAGE_PIXELS`` (its default, ~179 Mpixels); GIF frames count together since
+    torchvision decodes them all. Files Pillow cannot identify are left to torchvision.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(f) as image:
+            frames = getattr(image, "n_frames", 1) if image.format == "GIF" else 1
+            pixels = image.size[0] * image.size[1] * frames
+    except Image.DecompressionBombError:
+        raise
+    except Exception:  # noqa: BLE001 - torchvision reports its own (more precise) error
+        return
+    finally:
+        f.seek(0)
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and pixels > 2 * limit:
+        raise Image.DecompressionBombError(
+            f"image of {frames} frame(s) of {image.size[0]}x{image.size[1]} pixels exceeds "
+            f"twice PIL.Image.MAX_IMAGE_PIXELS ({limit}): could be a decompression bomb")
+
+
+def _decode_with_torchvision(f: BinaryIO, mode: str) -> torch.Tensor:
     read_mode = {"RGB": ImageReadMode.RGB, "L": ImageReadMode.GRAY,
                  "unchanged": ImageReadMode.UNCHANGED}[mode]
+    _check_pixels(f)
+    data = torch.empty(os.fstat(f.fileno()).st_size, dtype=torch.uint8)
+    n = f.readinto(memoryview(data.numpy()))
     with warnings.catch_warnings():  # the deprecation notice would repeat for every image
         warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_image(path, mode=read_mode)
+        return decode_image(data[:n], mode=read_mode)
 
 
-def _decode_with_pil(path: str, mode: str) -> torch.Tensor:
+def _decode_with_pil(f: BinaryIO, mode: str) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(f) as image:  # raises DecompressionBombError (Image.MAX_IMAGE_PIXELS)
         if mode != "unchanged":
             image = image.convert(mode)
         array = np.array(image)
@@ -61,6 +90,11 @@ def decode_image_file(path: str | os.PathLike[str], mode: str = "RGB") -> torch.
     (they are deprecated since 0.29 in favour of TorchCodec) fall back to Pillow. Animated
     images give their first frame.
 
+    The file must be a regular file (a FIFO or a device is refused, not waited on or read
+    forever; see :func:`thelper.data.files.open_regular`), and images larger than Pillow's
+    decompression-bomb bound (twice ``PIL.Image.MAX_IMAGE_PIXELS``, all GIF frames counted)
+    are refused before they are decoded.
+
     Args:
         path: Image file.
         mode: ``"RGB"`` (C = 3), ``"L"`` (grey, C = 1) or ``"unchanged"`` (the file's channels).
@@ -70,21 +104,27 @@ def decode_image_file(path: str | os.PathLike[str], mode: str = "RGB") -> torch.
 
     Raises:
         ValueError: Unknown ``mode``.
+        DataError: ``path`` is not a regular file.
         OSError, RuntimeError: The file cannot be read or decoded.
+        PIL.Image.DecompressionBombError: The image is over the bound above.
     """
+    from thelper.data.files import open_regular
+
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {list(_MODES)} (got {mode!r})")
     path = os.fspath(path)
-    if decode_image is not None and Path(path).suffix.lower() in _TORCHVISION_FORMATS:
-        try:
-            image = _decode_with_torchvision(path, mode)
-        except RuntimeError as tv_error:
-            try:  # e.g. a BMP saved with a .png name
-                image = _decode_with_pil(path, mode)
-            except Exception:  # noqa: BLE001 - report torchvision's (more precise) error
-                raise tv_error from None
-    else:
-        image = _decode_with_pil(path, mode)
+    with open_regular(path) as f:
+        if decode_image is not None and Path(path).suffix.lower() in _TORCHVISION_FORMATS:
+            try:
+                image = _decode_with_torchvision(f, mode)
+            except RuntimeError as tv_error:
+                f.seek(0)
+                try:  # e.g. a BMP saved with a .png name
+                    image = _decode_with_pil(f, mode)
+                except Exception:  # noqa: BLE001 - report torchvision's (more precise) error
+                    raise tv_error from None
+        else:
+            image = _decode_with_pil(f, mode)
     return image[0] if image.ndim == 4 else image
 
 

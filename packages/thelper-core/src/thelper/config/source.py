@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,70 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  
 
 #: Most nodes a document may expand to (YAML aliases can grow a small file exponentially).
 MAX_NODES = 200_000
+#: Deepest nesting of mappings and lists (a config nests ~10 levels; the YAML composer
+#: recurses in C and would crash the process on tens of thousands).
+MAX_DEPTH = 100
+#: Largest config file read, in bytes.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+#: Most digits of an integer (Python's own bound on int/str conversion).
+MAX_INT_DIGITS = 4300
+
+_CORE = "tag:yaml.org,2002:"
+_STR, _INT, _MERGE, _VALUE, _MAP, _SEQ = (
+    _CORE + t for t in ("str", "int", "merge", "value", "map", "seq"))
+#: Tags a scalar may carry: YAML's core schema (explicit ``!!int 3`` or resolved ``3``).
+_SCALAR_TAGS = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "null"))
+#: Tags only accepted when the resolver gave them to a plain scalar (``2024-01-31``, ``=``).
+_IMPLICIT_TAGS = frozenset(_CORE + t for t in ("timestamp", "value"))
+_KIND = {yaml.MappingNode: "mapping", yaml.SequenceNode: "list", yaml.ScalarNode: "value"}
+
+
+def _tag_text(tag: str) -> str:
+    return "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
+
+
+#: Nesting the composer handles safely: libyaml's recurses in C (~0.4 KiB of stack per
+#: level), PyYAML's pure-Python one would raise RecursionError.
+_SAFE_COMPOSE_DEPTH = 1000 if _Loader is not yaml.SafeLoader else MAX_DEPTH
+_TOO_DEEP = (f"the document nests mappings and lists deeper than {MAX_DEPTH} levels; a "
+             "config nests a few levels: flatten it")
+
+
+def _check_events(text: str, file: str | None) -> None:
+    """Refuse documents nested too deeply to compose, before they are composed.
+
+    libyaml's parser is iterative, its composer is not: walking the events first keeps a
+    ``[[[[...`` bomb from overflowing the C stack (a segfault, not an exception). Each
+    mapping or list starts at an indicator (``[ { - ? :``), so a text with few of them is
+    shallow and skips the walk; :meth:`_Walk.construct` enforces :data:`MAX_DEPTH` with the
+    value's path.
+    """
+    if sum(map(text.count, "[{-?:")) <= _SAFE_COMPOSE_DEPTH:
+        return
+    loader = _Loader(text)
+    try:
+        depth = 0
+        step = {yaml.MappingStartEvent: 1, yaml.SequenceStartEvent: 1,
+                yaml.MappingEndEvent: -1, yaml.SequenceEndEvent: -1}
+        get = loader.get_event
+        end = yaml.StreamEndEvent
+        while True:
+            event = get()
+            kind = event.__class__
+            if kind is end:
+                return
+            depth += step.get(kind, 0)
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                line, col = mark.line + 1, mark.column + 1
+                raise ConfigError(f"{file or '<config>'}:{line}:{col}: {_TOO_DEEP}",
+                                  [ConfigIssue("", _TOO_DEEP, file, line, col)])
+    finally:
+        loader.dispose()
 
 
 class _Walk:
-    """State of one document construction: positions, problems, alias guard."""
+    """State of one document construction: positions, problems, alias and merge guards."""
 
     def __init__(self, loader: yaml.SafeLoader, file: str | None) -> None:
         self.loader = loader
@@ -79,49 +140,136 @@ class _Walk:
         self.positions: dict[Loc, tuple[int, int]] = {}
         self.issues: list[ConfigIssue] = []
         self.active: set[int] = set()
+        self.merged: dict[int, list[tuple[yaml.Node, yaml.Node]]] = {}
         self.count = 0
+        self.depth = 0
 
-    def fail(self, node: yaml.Node, loc: Loc, message: str) -> ConfigError:
-        line, col = self.positions.get(loc) or (node.start_mark.line + 1,
-                                                node.start_mark.column + 1)
+    def fail(self, node: yaml.Node, loc: Loc, message: str, at_node: bool = False
+             ) -> ConfigError:
+        mark = (node.start_mark.line + 1, node.start_mark.column + 1)
+        line, col = mark if at_node else (self.positions.get(loc) or mark)
         path = ".".join(map(str, loc))
         issue = ConfigIssue(path, message, self.file, line, col)
         return ConfigError(f"{self.file or '<config>'}:{line}:{col}: {path or '<root>'}: "
                            f"{message}", [issue])
 
-    def construct(self, node: yaml.Node, loc: Loc) -> Any:
-        self.count += 1
+    def _grow(self, node: yaml.Node, loc: Loc, n: int) -> None:
+        self.count += n
         if self.count > MAX_NODES:
             raise self.fail(node, loc, f"the document expands to more than {MAX_NODES:,} "
                                        "values (YAML aliases?); a config is much smaller")
+
+    def _tag(self, node: yaml.Node, loc: Loc) -> None:
+        """Refuse tags outside YAML's core schema (``!!python/object``, ``!local``, ...)."""
+        tag = node.tag
+        if isinstance(node, yaml.ScalarNode):
+            if tag in _SCALAR_TAGS or tag == _MERGE:
+                return
+            if tag in _IMPLICIT_TAGS and not node.style and self.loader.resolve(
+                    yaml.ScalarNode, node.value, (True, False)) == tag:
+                return
+        elif tag == (_MAP if isinstance(node, yaml.MappingNode) else _SEQ):
+            return
+        raise self.fail(node, loc, f"YAML tag {_tag_text(tag)!r} is not allowed on a "
+                                   f"{_KIND.get(type(node), 'value')} in a config (only plain "
+                                   "values, mappings and lists are read); remove the tag",
+                        at_node=True)
+
+    def _scalar(self, node: yaml.ScalarNode, loc: Loc) -> Any:
+        tag = node.tag
+        if tag == _STR or tag == _VALUE or tag == _MERGE:  # "=" and "<<" as values: text
+            return node.value
+        if tag == _INT:
+            digits = len(node.value) - node.value.count("_") - (node.value[:1] in "+-")
+            if digits > MAX_INT_DIGITS:
+                raise self.fail(node, loc, f"integer too large ({digits:,} digits; at most "
+                                           f"{MAX_INT_DIGITS:,}): quote it to make it text",
+                                at_node=True)
+        try:
+            return self.loader.yaml_constructors[tag](self.loader, node)
+        except (ValueError, OverflowError, KeyError) as exc:  # !!int abc, 2024-13-45
+            raise self.fail(node, loc, f"cannot read {node.value[:40]!r} as "
+                                       f"{_tag_text(tag)}: {exc}; fix it, or quote it to make "
+                                       "it text", at_node=True) from None
+
+    def construct(self, node: yaml.Node, loc: Loc) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            self._grow(node, loc, 0)
+        positions = self.positions
+        if loc not in positions or not isinstance(loc[-1], str):
+            positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if node.__class__ is yaml.ScalarNode:
+            if node.tag not in _SCALAR_TAGS:
+                self._tag(node, loc)
+            return self._scalar(node, loc)
         if id(node) in self.active:
             raise self.fail(node, loc, "recursive YAML alias: this value contains itself")
-        if loc not in self.positions or not isinstance(loc[-1], str):
-            self.positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        if isinstance(node, yaml.MappingNode):
-            self.active.add(id(node))
-            try:
+        self._tag(node, loc)
+        if self.depth >= MAX_DEPTH:  # the path is cut: its first levels locate it
+            raise self.fail(node, loc[:8], _TOO_DEEP, at_node=True)
+        self.active.add(id(node))
+        self.depth += 1
+        try:
+            if isinstance(node, yaml.MappingNode):
                 return self._mapping(node, loc)
-            finally:
-                self.active.discard(id(node))
-        if isinstance(node, yaml.SequenceNode):
-            self.active.add(id(node))
-            try:
-                return [self.construct(child, (*loc, i)) for i, child in enumerate(node.value)]
-            finally:
-                self.active.discard(id(node))
-        return self.loader.construct_object(node, deep=True)
+            return [self.construct(child, (*loc, i)) for i, child in enumerate(node.value)]
+        finally:
+            self.depth -= 1
+            self.active.discard(id(node))
 
-    def _key(self, key_node: yaml.Node) -> str:
-        key: Any = self.loader.construct_object(key_node, deep=True)
+    def _key(self, key_node: yaml.Node, loc: Loc) -> str:
+        """A mapping key as text; keys must be scalars (a list or mapping is refused)."""
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise self.fail(key_node, loc, f"a key must be a name or a number, not a "
+                                           f"{_KIND.get(type(key_node), 'value')}; write a "
+                                           "plain name before ':'", at_node=True)
+        if key_node.tag == _STR:
+            return key_node.value
+        if key_node.tag not in _SCALAR_TAGS:
+            self._tag(key_node, loc)
+        key: Any = self._scalar(key_node, loc)
         return key if isinstance(key, str) else ("null" if key is None else str(key))
+
+    def _pairs(self, node: yaml.MappingNode, loc: Loc) -> list[tuple[yaml.Node, yaml.Node]]:
+        """The key/value nodes of ``node`` with its ``<<`` merges expanded (not in place).
+
+        PyYAML's ``flatten_mapping`` rewrites shared (aliased) nodes and has no size bound:
+        a few lines of nested merges would expand to billions of pairs.
+        """
+        done = self.merged.get(id(node))
+        if done is not None:
+            return done
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        self.merged[id(node)] = own  # a mapping merging itself adds nothing (as PyYAML)
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE:
+                own.append((key_node, value_node))
+                continue
+            self._tag(value_node, (*loc, "<<"))
+            subs = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            parts = []
+            for sub in subs:
+                if not isinstance(sub, yaml.MappingNode):
+                    raise self.fail(sub, (*loc, "<<"), "'<<' merges a mapping or a list of "
+                                                       "mappings; give an alias of a mapping",
+                                    at_node=True)
+                self._tag(sub, (*loc, "<<"))
+                parts.append(self._pairs(sub, loc))
+            for part in reversed(parts):  # the first mapping listed wins, as in PyYAML
+                self._grow(value_node, loc, len(part))
+                merged.extend(part)
+        pairs = merged + own if merged else own
+        self.merged[id(node)] = pairs
+        return pairs
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
         first: dict[str, int] = {}
         for key_node, _ in node.value:  # explicit keys only: '<<' merges may be overridden
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if key_node.tag == _MERGE:
                 continue
-            key, line = self._key(key_node), key_node.start_mark.line + 1
+            key, line = self._key(key_node, loc), key_node.start_mark.line + 1
             if key in first:
                 self.issues.append(ConfigIssue(
                     ".".join(map(str, (*loc, key))),
@@ -129,10 +277,9 @@ class _Walk:
                     "last one would count: remove one", self.file, line,
                     key_node.start_mark.column + 1))
             first.setdefault(key, line)
-        self.loader.flatten_mapping(node)
         out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = self._key(key_node)
+        for key_node, value_node in self._pairs(node, loc):
+            key = self._key(key_node, loc)
             where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             self.positions[(*loc, key)] = where
             out[key] = self.construct(value_node, (*loc, key))
@@ -141,16 +288,35 @@ class _Walk:
         return out
 
 
+def _construct(text: str, file: str | None
+               ) -> tuple[Any, dict[Loc, tuple[int, int]], list[ConfigIssue]]:
+    """Compose and construct one document under the guards of :class:`_Walk`.
+
+    Raises:
+        yaml.YAMLError: The text is not YAML/JSON.
+        ConfigError: A guard refused it (nesting, size, tags, non-scalar keys, big integers).
+    """
+    _check_events(text, file)
+    loader = _Loader(text)
+    try:
+        walk = _Walk(loader, file)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None, walk.positions, walk.issues
+            return walk.construct(node, ()), walk.positions, walk.issues
+        except RecursionError:  # merges chained through many aliases
+            message = "the document is nested too deeply (YAML aliases or merges?): flatten it"
+            raise ConfigError(f"{file or '<config>'}: {message}",
+                              [ConfigIssue("", message, file)]) from None
+    finally:
+        loader.dispose()
+
+
 def _parse_text(text: str, file: str | None
                 ) -> tuple[Any, dict[Loc, tuple[int, int]], list[ConfigIssue]]:
-    loader: yaml.SafeLoader | None = None
     try:
-        loader = _Loader(text)
-        walk = _Walk(loader, file)
-        node = loader.get_single_node()
-        if node is None:
-            return None, walk.positions, walk.issues
-        return walk.construct(node, ()), walk.positions, walk.issues
+        return _construct(text, file)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -168,22 +334,41 @@ def _parse_text(text: str, file: str | None
             f"{where}: cannot parse YAML/JSON: {problem}",
             [ConfigIssue("", f"cannot parse YAML/JSON: {problem}", file, line, col)],
         ) from None
-    except RecursionError:
-        raise ConfigError(f"{file or '<config>'}: the document is nested too deeply",
-                          [ConfigIssue("", "the document is nested too deeply", file)]) \
-            from None
-    finally:
-        if loader is not None:
-            loader.dispose()
+
+
+def _override_value(raw: str, label: str, loc: Loc, empty: Any = "") -> Any:
+    """Read an override's value as YAML under the same guards as a file.
+
+    Text that is not YAML stays text (``--set name=[oops``); refused YAML is an error.
+
+    Raises:
+        ConfigError: The value uses a refused tag, is nested too deeply, expands too much or
+            holds a too large integer (named with ``label``).
+    """
+    if not raw.strip():
+        return empty
+    try:
+        value, _, _ = _construct(raw, None)
+    except yaml.YAMLError:
+        return raw
+    except ConfigError as exc:
+        issue = exc.issues[0] if exc.issues else None
+        inner = tuple(issue.path.split(".")) if issue is not None and issue.path else ()
+        path = ".".join(map(str, (*loc, *inner)))
+        message = issue.message if issue is not None else str(exc)
+        raise ConfigError(f"{label}: {path}: {message}") from None
+    return value
 
 
 def parse_override(text: str) -> tuple[Loc, Any]:
     """Parse one ``a.b.c=value`` override; the value is read as a YAML scalar or flow node.
 
-    Numeric path parts index lists (``datasets.x.params.items.0=3``).
+    Numeric path parts index lists (``datasets.x.params.items.0=3``). Values are read under
+    the guards of config files (core YAML tags only, bounded nesting, size and integers);
+    text that is not YAML stays text.
 
     Raises:
-        ConfigError: The text has no ``=`` or an empty path.
+        ConfigError: The text has no ``=`` or an empty path, or the value is refused.
     """
     path, sep, raw = text.partition("=")
     path = path.strip()
@@ -191,16 +376,18 @@ def parse_override(text: str) -> tuple[Loc, Any]:
         raise ConfigError(
             f"--set {text!r}: expected 'dotted.path=value', e.g. --set trainer.epochs=5"
         )
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    loc: list[str | int] = [int(p) if p.isdigit() else p for p in path.split(".")]
-    return tuple(loc), value
+    loc: Loc = tuple(int(p) if p.isdigit() else p for p in path.split("."))
+    return loc, _override_value(raw, f"--set {_short(text)}", loc)
 
 
-def _set_path(data: dict[str, Any], loc: Loc, value: Any, label: str) -> None:
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 80 else repr(text[:77] + "...")
+
+
+def _set_path(data: dict[str, Any], loc: Loc, value: Any, label: str) -> Loc:
+    """Set ``value`` at ``loc``; returns the path as stored (mapping keys as text)."""
     node: Any = data
+    stored: list[str | int] = []
     for i, part in enumerate(loc[:-1]):
         nxt = loc[i + 1]
         if isinstance(node, list) and isinstance(part, int):
@@ -208,6 +395,7 @@ def _set_path(data: dict[str, Any], loc: Loc, value: Any, label: str) -> None:
                 raise ConfigError(f"{label}: index {part} is out of range at "
                                   f"{'.'.join(map(str, loc[:i + 1]))}")
             node = node[part]
+            stored.append(part)
             continue
         if not isinstance(node, dict):
             raise ConfigError(f"{label}: {'.'.join(map(str, loc[:i]))} is not a mapping")
@@ -215,6 +403,7 @@ def _set_path(data: dict[str, Any], loc: Loc, value: Any, label: str) -> None:
         if key not in node or node[key] is None:
             node[key] = [] if isinstance(nxt, int) else {}
         node = node[key]
+        stored.append(key)
     last = loc[-1]
     if isinstance(node, list) and isinstance(last, int):
         if last < len(node):
@@ -223,10 +412,23 @@ def _set_path(data: dict[str, Any], loc: Loc, value: Any, label: str) -> None:
             node.append(value)
         else:
             raise ConfigError(f"{label}: index {last} is out of range")
+        stored.append(last)
     elif isinstance(node, dict):
         node[str(last)] = value
+        stored.append(str(last))
     else:
         raise ConfigError(f"{label}: {'.'.join(map(str, loc[:-1]))} is not a mapping")
+    return tuple(stored)
+
+
+def _mark_override(doc: ConfigDocument, loc: Loc, source: str) -> None:
+    """Record that ``loc`` came from ``source``: what the file or an earlier override said
+    at or under ``loc`` no longer locates anything (errors there are the override's)."""
+    n = len(loc)
+    for table in (doc.positions, doc.overrides):
+        for key in [k for k in table if k[:n] == loc]:
+            del table[key]
+    doc.overrides[loc] = source
 
 
 def apply_overrides(doc: ConfigDocument, sets: list[str] | tuple[str, ...] = (),
@@ -234,7 +436,11 @@ def apply_overrides(doc: ConfigDocument, sets: list[str] | tuple[str, ...] = (),
     """Apply environment then ``--set`` overrides (later wins) to a copy of ``doc``.
 
     Environment variables ``THELPER_CONFIG__TRAINER__EPOCHS=3`` map to ``trainer.epochs``
-    (double underscores separate levels, names are lower-cased).
+    (double underscores separate levels, names are lower-cased). Values are read like
+    :func:`parse_override`'s.
+
+    Raises:
+        ConfigError: An override's path does not fit the document, or its value is refused.
     """
     out = doc.copy()
     env = os.environ if environ is None else environ
@@ -242,37 +448,87 @@ def apply_overrides(doc: ConfigDocument, sets: list[str] | tuple[str, ...] = (),
         parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
         if not parts:
             continue
-        loc = tuple(int(p) if p.isdigit() else p for p in parts)
-        try:
-            value = yaml.safe_load(env[key])
-        except yaml.YAMLError:
-            value = env[key]
-        _set_path(out.data, loc, value, f"${key}")
-        out.overrides[loc] = "env"
+        loc: Loc = tuple(int(p) if p.isdigit() else p for p in parts)
+        value = _override_value(env[key], f"${key}", loc, empty=None)
+        _mark_override(out, _set_path(out.data, loc, value, f"${key}"), "env")
     for text in sets:
         loc, value = parse_override(text)
-        _set_path(out.data, loc, value, f"--set {text!r}")
-        out.overrides[loc] = "--set"
+        _mark_override(out, _set_path(out.data, loc, value, f"--set {_short(text)}"), "--set")
     return out
+
+
+def _read_config(p: Path) -> str:
+    """The text of config file ``p``: a regular file (or a link to one) of at most
+    :data:`MAX_CONFIG_BYTES`, opened without blocking (a FIFO would wait for a writer).
+
+    Raises:
+        ConfigError: ``p`` is missing, a directory, not a regular file, too large,
+            unreadable or not UTF-8.
+    """
+    name = str(p)
+    try:
+        st = os.stat(p)  # refuse devices and FIFOs before opening them at all
+    except FileNotFoundError:
+        raise ConfigError(f"config file {name!r} does not exist; check the path "
+                          "(or create one with 'thelper config init')") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {name!r}: {exc.strerror or exc}") from None
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) \
+        | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = -1
+    try:
+        if stat.S_ISREG(st.st_mode):
+            fd = os.open(p, flags)
+            st = os.fstat(fd)  # the file opened, not the one stat()ed before
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"config path {name!r} is a directory; pass a .yaml or .json "
+                              "file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"config path {name!r} is {_file_kind(st.st_mode)}, not a "
+                              "regular file; pass a .yaml or .json file")
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {name!r}: {exc.strerror or exc}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {name!r} is larger than "
+                          f"{MAX_CONFIG_BYTES // 2**20} MiB; a config is a few KiB: pass "
+                          "the config, not a data file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config file {name!r}: {exc}; save it as UTF-8"
+                          ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
+
+
+def _file_kind(mode: int) -> str:
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character "
+                       "device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
 
 
 def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
                 environ: dict[str, str] | None = None) -> ConfigDocument:
     """Read a YAML/JSON config file and apply overrides.
 
+    The file must be a regular file (symbolic links to one are followed) of at most
+    :data:`MAX_CONFIG_BYTES`; the document may nest at most :data:`MAX_DEPTH` levels,
+    expand to at most :data:`MAX_NODES` values (YAML aliases) and use only YAML's core
+    tags (``!!python/...`` and local ``!tags`` are refused).
+
     Raises:
-        ConfigError: The file is missing, unreadable, not parseable or not a mapping.
+        ConfigError: The file is missing, not a regular file, too large, unreadable, not
+            parseable, refused by a guard above, or not a mapping.
     """
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"config file {str(p)!r} does not exist; check the path "
-                          "(or create one with 'thelper config init')")
-    if p.is_dir():
-        raise ConfigError(f"config path {str(p)!r} is a directory; pass a .yaml or .json file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {str(p)!r}: {exc}") from None
+    text = _read_config(p)
     data, positions, issues = _parse_text(text, str(p))
     if data is None:
         data = {}
