@@ -48,7 +48,7 @@ def test_run_trains_with_the_collector_on(monkeypatch, tmp_path):
 
     state = {}
 
-    def fake_run_session(doc, save_dir, pm):
+    def fake_run_session(doc, save_dir, pm, **kwargs):
         state["enabled"] = gc.isenabled()
         return SimpleNamespace(name="x", status="completed", session_dir=tmp_path)
 

@@ -168,8 +168,9 @@ def _run(config: Path, save_dir: Path, sets: list[str] | None,
     pm = _pm()
     _warn_failures(pm)
     doc = load_config(config, sets or [])
-    # a bad config fails before any rank starts
-    cfg = validate_document(doc, pm.registry, allow_imports=allow)
+    # a bad config fails before any rank starts; run_session validates it again and logs
+    # its warnings (once)
+    cfg = validate_document(doc, pm.registry, allow_imports=allow, warnings=[])
     _launch_if_asked(nproc, cfg.trainer.device,
                      ["run", str(config), "--save-dir", str(save_dir)], sets, allow)
     session = run_session(doc, save_dir, pm, allow_imports=allow)
@@ -250,14 +251,18 @@ def resume_cmd(
 
 # -------------------------------------------------------------------------- config
 def _validate_output(config: Path, cfg: Any, issues: list[Any], fmt: str,
-                     depth: Any = None) -> None:
+                     depth: Any = None, warnings: list[Any] | None = None) -> None:
     if fmt == "json":
         out: dict[str, Any] = {"file": str(config), "valid": cfg is not None and not issues,
                                "issues": [i.to_dict() for i in issues]}
+        if warnings:
+            out["warnings"] = [w.to_dict() for w in warnings]
         if depth is not None:
             out["depth"] = depth.to_dict()
         typer.echo(json.dumps(out, indent=2))
         return
+    for warning in warnings or ():
+        typer.echo(f"warning: {warning.format()}", err=True)
     if depth is not None:
         for step in depth.steps:
             typer.echo(f"  {step.name}: {step.detail} ({step.seconds:.2f} s)")
@@ -304,10 +309,11 @@ def validate_cmd(
     if pm.failures:
         _warn_failures(pm)
     doc = None
+    warnings: list[Any] = []
     try:
         doc = load_config(config, sets or [])
         cfg, issues = check_document(doc, pm.registry, failures=pm.failures,
-                                     allow_imports=allow)
+                                     allow_imports=allow, warnings=warnings)
     except ConfigError as exc:
         if not exc.issues:
             raise
@@ -319,7 +325,7 @@ def validate_cmd(
         depth = run_depth(doc, cfg, pm, "dry-run" if dry_run else "build",
                           keep_traceback=_STATE["traceback"])
         issues = list(depth.issues)
-    _validate_output(config, cfg, issues, fmt, depth)
+    _validate_output(config, cfg, issues, fmt, depth, warnings)
     if cfg is None or issues:
         raise typer.Exit(2)
 

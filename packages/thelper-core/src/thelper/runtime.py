@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "check_device", "device_problem"]
 
 
 def _env_int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -33,6 +33,61 @@ def _env_int(env: Mapping[str, str], key: str, default: int) -> int:
 
         raise ConfigError(f"environment variable {key}={value!r} is not an integer; it is set "
                           "by torchrun (unset it to run a single process)") from None
+
+
+def _choices(count: int) -> str:
+    if count == 0:
+        return "use cpu (or auto, which picks what the machine has)"
+    gpus = "cuda:0" if count == 1 else f"cuda:0..cuda:{count - 1}"
+    return f"use {gpus}, cuda:all or cpu"
+
+
+def device_problem(device: str) -> str | None:
+    """What is wrong with ``trainer.device`` on this machine, or ``None``.
+
+    ``cuda:N`` needs at least ``N + 1`` CUDA devices, ``cuda`` and ``cuda:all`` at least one,
+    ``mps`` and ``xpu`` an available backend; ``auto`` and ``cpu`` always fit. Imports torch.
+    Under several processes (torchrun) every CUDA choice means ``cuda:<LOCAL_RANK>``, so
+    :meth:`Runtime.start` checks the local rank instead.
+    """
+    import torch
+
+    name = device.strip()
+    kind, _, index = name.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        need = int(index) + 1 if index.isdigit() else 1
+        if count < need:
+            return (f"{device!r} but this machine has {count} CUDA device(s); "
+                    + _choices(count))
+    elif kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return f"{device!r} but MPS (Apple Metal) is not available on this machine; " \
+                   + _choices(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    elif kind == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        if xpu is None or not xpu.is_available():
+            return f"{device!r} but no Intel XPU is available on this machine; " \
+                   + _choices(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    return None
+
+
+def check_device(device: str) -> None:
+    """Refuse a ``trainer.device`` that this machine does not have.
+
+    Called by :meth:`Runtime.start` (before ``thelper run`` or ``resume`` creates or
+    touches the session directory) and by ``thelper config validate --build``.
+
+    Raises:
+        ConfigError: E.g. ``trainer.device: 'cuda:7' but this machine has 2 CUDA device(s);
+            use cuda:0..cuda:1, cuda:all or cpu``.
+    """
+    problem = device_problem(device)
+    if problem is not None:
+        from thelper.exceptions import ConfigError
+
+        raise ConfigError(f"trainer.device: {problem}")
 
 
 @dataclass
@@ -92,7 +147,9 @@ class Runtime:
                 ``cuda:<local_rank>``.
 
         Raises:
-            ConfigError: CUDA asked for but unavailable, or fewer GPUs than local ranks.
+            ConfigError: The device is not on this machine (``cuda:7`` with fewer GPUs,
+                ``mps`` without Metal; see :func:`check_device`), or fewer GPUs than local
+                ranks.
         """
         import torch
 
@@ -101,6 +158,7 @@ class Runtime:
         if not self.distributed:
             from thelper.train.trainer import resolve_device
 
+            check_device(device_name)
             self.device = resolve_device(device_name)
             return self
         want_cuda = device_name.startswith("cuda") or (

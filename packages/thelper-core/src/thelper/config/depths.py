@@ -4,9 +4,11 @@ Both run on CPU in a temporary session directory that is removed afterwards, thr
 same code as ``thelper run``: :func:`thelper.build.build_data`,
 :func:`thelper.build.build_model` and the registered trainer.
 
-``--build`` instantiates every component (datasets, splits, loaders, transforms, model, loss,
-optimizer, scheduler, metrics, test metrics), then loads one training batch and checks the
-model's output against the task (e.g. ``(N, C)`` logits for ``C`` classes) and the loss.
+``--build`` first checks ``trainer.device`` against this machine (``cuda:7`` with fewer
+GPUs, ``mps`` without Metal: :func:`thelper.runtime.check_device`), then instantiates every
+component (datasets, splits, loaders, transforms, model, loss, optimizer, scheduler,
+metrics, test metrics), loads one training batch and checks the model's output against the
+task (e.g. ``(N, C)`` logits for ``C`` classes) and the loss.
 
 ``--dry-run`` also runs one batch of each split through the trainer: training step
 (forward, loss, backward, optimizer step, metric update), validation, the epoch's scheduler
@@ -144,6 +146,20 @@ def _session(cfg: Any, pm: Any, root: Path | None, level: str) -> Any:
                    seeds=seeds, plugins=SilentPlugins(pm))
 
 
+def _check_device(report: DepthReport, cfg: Any) -> None:
+    """``trainer.device`` exists on this machine (the deep checks themselves run on CPU)."""
+    t = time.perf_counter()
+    from thelper.exceptions import ConfigError
+    from thelper.runtime import device_problem
+
+    with _stage(("trainer", "device")):
+        problem = device_problem(cfg.trainer.device)
+        if problem is not None:
+            raise ConfigError(problem)
+    report.steps.append(Step("device", f"trainer.device {cfg.trainer.device} fits this machine "
+                                       "(the checks run on CPU)", time.perf_counter() - t))
+
+
 def _build(report: DepthReport, cfg: Any, pm: Any, root: Path | None
            ) -> tuple[Any, Any, Any]:
     t = time.perf_counter()
@@ -154,6 +170,7 @@ def _build(report: DepthReport, cfg: Any, pm: Any, root: Path | None
     registry = pm.registry
     session = _session(cfg, pm, root, report.level)
     report.steps.append(Step("imports", f"torch {torch.__version__}", time.perf_counter() - t))
+    _check_device(report, cfg)
     seconds: dict[str, float] = {}
 
     @contextlib.contextmanager

@@ -8,9 +8,19 @@ the whole document, third-party params included.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "Section",
@@ -32,10 +42,60 @@ __all__ = [
     "ImportsConfig",
     "SessionConfig",
     "SPLITS",
+    "Count",
+    "Finite",
+    "MAX_EPOCHS",
+    "MAX_BATCH_SIZE",
+    "MAX_WORKERS",
+    "MAX_SEED",
 ]
 
 SPLITS = ("train", "valid", "test")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+
+#: Upper bounds of the counts below: far above any real run, low enough that a typo
+#: (``1e26``, a missing unit) is refused before a job is queued rather than when it starts.
+MAX_EPOCHS = 10**6
+MAX_BATCH_SIZE = 2**20
+MAX_WORKERS = 1024
+MAX_STEPS = 10**9
+#: numpy's global seeding (``np.random.seed``, used for the loader workers) takes 32 bits.
+MAX_SEED = 2**32 - 1
+
+
+def _whole_number(value: Any) -> Any:
+    """Refuse booleans and integral floats where a count is read; anything else goes on to
+    pydantic's int validation (which reports fractions and non-numbers)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "int_type", "Input should be a whole number, not a boolean (YAML reads "
+            "true/false/yes/no as booleans); write the number, e.g. 10")
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        raise PydanticCustomError(
+            "int_type", "Input should be a whole number without a decimal point or "
+            "exponent (a float such as 1e+26 or 10.0 is refused); write e.g. 10")
+    return value
+
+
+def _real_number(value: Any) -> Any:
+    """Refuse booleans where a real number is read (pydantic would read true as 1.0)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "float_type", "Input should be a number, not a boolean (YAML reads "
+            "true/false/yes/no as booleans); write the number, e.g. 0.5")
+    return value
+
+
+#: A count: an ``int`` that refuses booleans and floats (``true`` or ``1e26``), bounded by
+#: each field.
+Count = Annotated[int, BeforeValidator(_whole_number)]
+#: A finite real number that refuses booleans (``.inf``, ``.nan`` and ``true`` are errors).
+Finite = Annotated[float, BeforeValidator(_real_number), AllowInfNan(False)]
+#: A seed: what numpy's global seeding accepts. (The bounds come before the validator, so
+#: that the JSON schema keeps them as ``minimum``/``maximum``.)
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(_whole_number)]
+BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE), BeforeValidator(_whole_number)]
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS), BeforeValidator(_whole_number)]
 
 
 class Section(BaseModel):
@@ -127,37 +187,41 @@ class MetricSpec(ComponentSpec):
 
 
 class SeedsConfig(Section):
-    """Random seeds; unset seeds are drawn at start-up and recorded in ``run.json``."""
+    """Random seeds; unset seeds are drawn at start-up and recorded in ``run.json``.
 
-    split: int | None = Field(default=None, ge=0)
+    Each seed is an integer in ``[0, 2**32 - 1]`` (numpy's global seeding takes 32 bits).
+    """
+
+    split: Seed | None = None
     """Seed of the train/valid/test split of every dataset."""
-    torch: int | None = Field(default=None, ge=0)
+    torch: Seed | None = None
     """Seed of torch's RNG (initialisation, dropout, augmentations)."""
-    numpy: int | None = Field(default=None, ge=0)
+    numpy: Seed | None = None
     """Seed of numpy's global RNG."""
-    random: int | None = Field(default=None, ge=0)
+    random: Seed | None = None
     """Seed of Python's ``random`` module."""
-    worker: int | None = Field(default=None, ge=0)
+    worker: Seed | None = None
     """Seed of the data-loading order and of the loader workers."""
 
 
-Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0), BeforeValidator(_real_number),
+                  AllowInfNan(False)]
 ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]
 
 
 class LoadersConfig(Section):
     """How datasets are split and batched."""
 
-    batch_size: int = Field(default=32, ge=1)
-    """Samples per batch for every split, unless overridden per split."""
-    train_batch_size: int | None = Field(default=None, ge=1)
+    batch_size: BatchSize = 32
+    """Samples per batch for every split, unless overridden per split (1 to 2**20)."""
+    train_batch_size: BatchSize | None = None
     """Batch size of the training split."""
-    valid_batch_size: int | None = Field(default=None, ge=1)
+    valid_batch_size: BatchSize | None = None
     """Batch size of the validation split."""
-    test_batch_size: int | None = Field(default=None, ge=1)
+    test_batch_size: BatchSize | None = None
     """Batch size of the test split."""
-    workers: int = Field(default=0, ge=0)
-    """Loader worker processes (0 loads in the main process)."""
+    workers: Count = Field(default=0, ge=0, le=MAX_WORKERS)
+    """Loader worker processes (0 loads in the main process; at most 1024)."""
     shuffle: bool = True
     """Shuffle the training split every epoch (valid/test are never shuffled)."""
     pin_memory: bool = False
@@ -218,9 +282,9 @@ class OptimizationConfig(Section):
 class EarlyStoppingConfig(Section):
     """Stop when the monitored metric has not improved for ``patience`` epochs."""
 
-    patience: int = Field(ge=1)
+    patience: Count = Field(ge=1, le=MAX_EPOCHS)
     """Epochs without improvement before stopping."""
-    min_delta: float = Field(default=0.0, ge=0.0)
+    min_delta: Finite = Field(default=0.0, ge=0.0)
     """Smallest change that counts as an improvement."""
 
 
@@ -231,7 +295,7 @@ class TrainerConfig(Section):
     """Registered trainer (the generic epoch loop is ``default``)."""
     params: Any = Field(default_factory=dict)
     """Trainer-specific params (e.g. ``grad_clip_norm``)."""
-    epochs: int = Field(ge=1)
+    epochs: Count = Field(ge=1, le=MAX_EPOCHS)
     """Number of training epochs."""
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, or ``cuda:all`` (one
@@ -240,13 +304,13 @@ class TrainerConfig(Section):
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
     """``32`` (float32), ``bf16-mixed`` (autocast to bfloat16; CPU and GPU) or ``16-mixed``
     (autocast to float16 with a gradient scaler; CUDA only)."""
-    accumulate_grad_batches: int = Field(default=1, ge=1)
+    accumulate_grad_batches: Count = Field(default=1, ge=1, le=MAX_BATCH_SIZE)
     """Sum the gradients of N batches before each optimizer step: an effective batch N times
     larger (each batch's loss is weighted by its share of the window's samples, so the
     epoch's last, shorter window counts as one batch too)."""
     compile: bool = False
     """Compile the model with ``torch.compile`` for training (needs a C++ compiler on CPU)."""
-    save_freq: int = Field(default=1, ge=1)
+    save_freq: Count = Field(default=1, ge=1, le=MAX_EPOCHS)
     """Keep ``checkpoints/ckpt.<epoch>.pt`` every N epochs (latest and best are always kept)."""
     monitor: str = "loss"
     """Metric that selects ``ckpt.best.pt`` (on the validation split when there is one)."""
@@ -260,10 +324,10 @@ class TrainerConfig(Section):
     """Extra metrics evaluated only in the final test."""
     progress: bool = True
     """Show a progress bar per epoch (only on an interactive terminal)."""
-    checkpoint_every_n_steps: int | None = Field(default=None, ge=1)
+    checkpoint_every_n_steps: Steps | None = None
     """Also write ``ckpt.step.<step>.pt`` every N optimizer steps, so that a run killed
     mid-epoch resumes at the next step instead of the epoch start."""
-    keep_step_checkpoints: int = Field(default=2, ge=1)
+    keep_step_checkpoints: Count = Field(default=2, ge=1, le=MAX_STEPS)
     """How many mid-epoch step checkpoints to keep (oldest are deleted)."""
     on_nonfinite_loss: Literal["stop", "skip"] = "stop"
     """NaN/inf loss: ``stop`` the run (naming epoch and step, keeping the last good

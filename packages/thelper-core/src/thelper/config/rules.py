@@ -15,16 +15,45 @@ Rules:
       schedulers that use it; ``reduce_lr_on_plateau``'s ``mode`` agrees with the goal;
     - metric names do not shadow ``loss``/``lr`` and ``test_metrics`` do not redefine
       ``metrics``;
-    - ``trainer.device`` names a device.
+    - ``trainer.device`` names a device;
+    - the numbers in the params of hyperparameter components (optimizer, scheduler, loss,
+      metrics, model, sampler, transforms, trainer) are finite, and a boolean is refused
+      where the params model expects a number (pydantic would read ``true`` as ``1``);
+    - the loss and every metric fit the session's task: a component whose registration
+      declares ``metadata["tasks"]`` (e.g. ``("classification", "segmentation")``) is
+      refused on another task. Undeclared components are accepted, and so is every
+      component on a task that no registered loss or metric declares (a plugin's new task);
+    - no evaluation split holds training samples: two datasets holding the same data (same
+      type and params) are split with the same permutation (``seeds.split``), so when one
+      is in ``train_split`` and the other in ``valid_split``/``test_split`` with overlapping
+      shares, the overlap is refused; datasets reading the same files with other params
+      (where the overlap cannot be decided) get a warning.
+
+Warnings (``warn``): the paths named by a dataset's ``metadata["paths"]`` params that do
+not exist on this machine (the machine that validates may not be the one that runs), and
+the undecidable split overlaps above. Warnings never make a config invalid.
+
+Registration metadata read here (all optional): ``tasks`` (losses and metrics: the task
+types they fit), ``task`` (datasets that provide their task: its type, e.g.
+``"classification"``), ``paths`` (datasets: params that name local files or folders) and
+``disjoint_by`` (datasets: params that select disjoint subsets of the same files, such as
+the ``split`` of an HDF5 archive).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import os
 import re
-from collections.abc import Callable, Iterable
+import types
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-from thelper.config.compat import Normalized
+from thelper.config.compat import Normalized, iter_slots, slot_component
 from thelper.config.dynamic import import_adapter
 from thelper.config.hints import not_installed
 from thelper.config.imports import (
@@ -37,9 +66,11 @@ from thelper.config.models import SPLITS
 from thelper.config.source import Loc
 from thelper.registry import Registry, closest
 
-__all__ = ["cross_rules", "DEVICE_PATTERN"]
+__all__ = ["cross_rules", "DEVICE_PATTERN", "log_warning"]
 
 Emit = Callable[[Loc, str], None]
+
+log = logging.getLogger("thelper.config")
 
 #: Accepted ``trainer.device`` values.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|xpu|cuda(:(\d+|all))?)$")
@@ -256,17 +287,340 @@ def _device(data: dict[str, Any], emit: Emit) -> None:
              "with a gradient scaler); use 'bf16-mixed' on a CPU, or a cuda device")
 
 
+# ------------------------------------------------------------------ numbers in params
+#: Slots whose params are hyperparameters (datasets and tasks describe data: skipped).
+_NUMERIC_KINDS = frozenset({"optimizer", "scheduler", "loss", "metric", "sampler", "model",
+                            "trainer", "transform"})
+
+
+def _strip(tp: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _members(tp: Any) -> list[Any]:
+    """The non-``None`` members of a union (``[tp]`` for any other type)."""
+    tp = _strip(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [_strip(a) for a in typing.get_args(tp) if a is not type(None)]
+    return [tp]
+
+
+def _expects_number(tp: Any) -> bool:
+    """True when every accepted type of ``tp`` (``None`` aside) is ``int`` or ``float``."""
+    members = _members(tp)
+    return bool(members) and all(m in (int, float) for m in members)
+
+
+def _expects_numbers(tp: Any) -> bool:
+    """True when ``tp`` is a list or tuple of numbers (``None`` aside)."""
+    members = _members(tp)
+    if len(members) != 1 or typing.get_origin(members[0]) not in (list, tuple, Sequence):
+        return False
+    args = [a for a in typing.get_args(members[0]) if a is not Ellipsis]
+    return bool(args) and all(_expects_number(a) for a in args)
+
+
+def _schema_refuses(field: Any, value: float) -> bool:
+    """Whether the field's own constraints already refuse ``value`` (no second message)."""
+    for item in getattr(field, "metadata", ()):
+        if getattr(item, "allow_inf_nan", None) is False:
+            return True
+        for attr, ok in (("gt", lambda b: value > b), ("ge", lambda b: value >= b),
+                         ("lt", lambda b: value < b), ("le", lambda b: value <= b)):
+            bound = getattr(item, attr, None)
+            if isinstance(bound, int | float) and not ok(bound):
+                return True
+    return False
+
+
+def _nonfinite(value: Any, loc: Loc, emit: Emit, field: Any = None,
+               written: str | None = None) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        if field is None or not _schema_refuses(field, value):
+            text = ".nan" if math.isnan(value) else ("-.inf" if value < 0 else ".inf")
+            if written is not None:
+                text = f"{written!r} (read as {text})"
+            emit(loc, f"{text} is not a finite number; give a finite value (a non-finite "
+                      "hyperparameter turns the weights or the loss into inf/nan at the "
+                      "first step)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _nonfinite(item, (*loc, key), emit)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _nonfinite(item, (*loc, i), emit)
+
+
+def _as_float(value: Any) -> float | None:
+    """A string as pydantic reads it into a float (``"1e999"``, ``"inf"``), or ``None``."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return float(value.strip().replace("_", ""))
+    except ValueError:
+        return None
+
+
+def _bool_message(value: bool) -> str:
+    return (f"expected a number, got the boolean {str(value).lower()} (YAML reads "
+            "true/false/yes/no as booleans, which would be used as 1/0); write the number")
+
+
+def _numbers(data: dict[str, Any], registry: Registry, emit: Emit) -> None:
+    for loc, kind, spec in iter_slots(data):
+        if kind not in _NUMERIC_KINDS or not isinstance(spec, dict):
+            continue
+        params = spec.get("params")
+        if not isinstance(params, dict):
+            continue
+        fields: dict[str, Any] = {}
+        canonical = slot_component(kind, spec, registry)
+        if canonical is not None:
+            try:
+                fields = dict(registry.get(kind, canonical).params_model.model_fields)
+            except Exception:  # noqa: BLE001 - an unimportable params model is reported
+                fields = {}
+        for key, value in params.items():
+            ploc = (*loc, "params", key)
+            field = fields.get(key) if isinstance(key, str) else None
+            _nonfinite(value, ploc, emit, field)
+            if field is None:
+                continue
+            if _expects_number(field.annotation):
+                items = [(ploc, value)]
+            elif isinstance(value, list) and _expects_numbers(field.annotation):
+                items = [((*ploc, i), item) for i, item in enumerate(value)]
+            else:
+                continue
+            for iloc, item in items:
+                if isinstance(item, bool):
+                    emit(iloc, _bool_message(item))
+                # YAML 1.1 reads 1e999 (no dot) as a string, which pydantic turns into inf
+                _nonfinite(_as_float(item), iloc, emit, field if iloc == ploc else None,
+                           written=item if isinstance(item, str) else None)
+
+
+# -------------------------------------------------------------- components vs the task
+def _session_task(data: dict[str, Any], registry: Registry) -> str | None:
+    """The one task type of the session's datasets, when it can be told without importing
+    anything (a ``task`` block, or the dataset type's ``metadata["task"]``); else ``None``."""
+    found: set[str] = set()
+    for spec in _dict(data.get("datasets")).values():
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+            return None
+        task = spec.get("task")
+        if isinstance(task, dict) and isinstance(task.get("type"), str):
+            name = registry.canonical("task", task["type"])
+        elif task is None:
+            dataset = registry.canonical("dataset", spec["type"])
+            provided = registry.get("dataset", dataset).metadata.get("task") \
+                if dataset is not None else None
+            name = registry.canonical("task", provided) if isinstance(provided, str) else None
+        else:
+            name = None
+        if name is None:
+            return None
+        found.add(name)
+    return found.pop() if len(found) == 1 else None
+
+
+def _fits(info: Any) -> tuple[str, ...] | None:
+    tasks = info.metadata.get("tasks")
+    if isinstance(tasks, str):
+        return (tasks,)
+    if isinstance(tasks, list | tuple | frozenset | set):
+        return tuple(str(t) for t in tasks)
+    return None
+
+
+def _task_fit(data: dict[str, Any], registry: Registry, emit: Emit) -> None:
+    task = _session_task(data, registry)
+    if task is None:
+        return
+    declared = {t for kind in ("loss", "metric") for info in registry.components(kind)
+                for t in (_fits(info) or ())}
+    if task not in declared:  # a task no component speaks about: nothing to check
+        return
+    trainer = _dict(data.get("trainer"))
+    slots: list[tuple[Loc, str, Any]] = [
+        (("trainer", "optimization", "loss"), "loss",
+         _dict(trainer.get("optimization")).get("loss"))]
+    for key in ("metrics", "test_metrics"):
+        for name, spec in _dict(trainer.get(key)).items():
+            slots.append((("trainer", key, name), "metric", spec))
+    for loc, kind, spec in slots:
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+            continue
+        canonical = registry.canonical(kind, spec["type"])
+        fits = _fits(registry.get(kind, canonical)) if canonical is not None else None
+        if fits is None or task in fits:
+            continue
+        good = sorted(info.name for info in registry.components(kind)
+                      if task in (_fits(info) or ()))
+        alias = f" ({canonical})" if canonical != spec["type"] else ""
+        hint = (f"use a {kind} made for {task}: {', '.join(good)}" if good
+                else f"no registered {kind} declares {task}")
+        if kind == "loss":
+            hint += " (or leave 'loss' out for the task's default)"
+        else:
+            hint = "remove it or " + hint
+        emit((*loc, "type"), f"{kind} {spec['type']!r}{alias} does not fit the {task!r} task "
+                             f"(it fits: {', '.join(fits)}); {hint}")
+
+
+# ------------------------------------------------------------------ split leakage
+def _meta(registry: Registry, kind: str, name: Any, key: str) -> Any:
+    canonical = registry.canonical(kind, name) if isinstance(name, str) else None
+    return registry.get(kind, canonical).metadata.get(key) if canonical is not None else None
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
+
+
+def _norm_path(value: Any) -> Any:
+    return os.path.normpath(os.path.expanduser(value)) if isinstance(value, str) else value
+
+
+def _shares(loaders: dict[str, Any], name: str) -> dict[str, tuple[float, float]]:
+    """Each split's share of dataset ``name`` as a fraction interval of its permutation
+    (train first, then valid, then test, as :func:`thelper.data.splits.split_indices`)."""
+    out: dict[str, tuple[float, float]] = {}
+    start = 0.0
+    for split in SPLITS:
+        ratio = _ratio(_dict(loaders.get(f"{split}_split")).get(name))
+        if ratio:
+            out[split] = (start, start + ratio)
+            start += ratio
+    return out
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _leakage(data: dict[str, Any], registry: Registry, emit: Emit, warn: Emit) -> None:
+    datasets = _dict(data.get("datasets"))
+    loaders = _dict(data.get("loaders"))
+    if len(datasets) < 2 or not loaders:
+        return
+    facts: dict[str, tuple[Any, ...]] = {}
+    for name, spec in datasets.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+            continue
+        dtype = registry.canonical("dataset", spec["type"]) or spec["type"]
+        params = spec.get("params") if spec.get("params") is not None else {}
+        paths = _names(_meta(registry, "dataset", dtype, "paths"))
+        if isinstance(params, dict):
+            params = {k: (_norm_path(v) if k in paths else v) for k, v in params.items()}
+        files = tuple((k, params[k]) for k in paths
+                      if isinstance(params, dict) and isinstance(params.get(k), str))
+        subset = tuple((k, _canonical_json(params.get(k)))
+                       for k in _names(_meta(registry, "dataset", dtype, "disjoint_by"))
+                       if isinstance(params, dict))
+        facts[str(name)] = (dtype, _canonical_json(params), _canonical_json(spec.get("task")),
+                            files, subset)
+    for train, tfacts in facts.items():
+        t_share = _shares(loaders, train).get("train")
+        if t_share is None:
+            continue
+        for other, ofacts in facts.items():
+            if other == train:
+                continue
+            same_type = tfacts[0] == ofacts[0]
+            same_data = same_type and tfacts[1] == ofacts[1]
+            same_files = same_type and bool(tfacts[3]) and tfacts[3] == ofacts[3] \
+                and tfacts[4] == ofacts[4]
+            if not same_data and not same_files:
+                continue
+            for split, (lo, hi) in _shares(loaders, other).items():
+                if split == "train":
+                    continue
+                overlap = min(hi, t_share[1]) - max(lo, t_share[0])
+                loc = ("loaders", f"{split}_split", other)
+                fix = (f"use one dataset with disjoint fractions, e.g. train_split: "
+                       f"{{{train}: 0.8}}, {split}_split: {{{train}: 0.2}}")
+                if same_data and tfacts[2] == ofacts[2]:
+                    if overlap <= 1e-9:
+                        continue
+                    share = "every" if overlap >= (hi - lo) - 1e-9 else \
+                        f"{overlap / (hi - lo):.0%} of the"
+                    emit(loc, f"dataset {other!r} holds the same data as {train!r} (same type "
+                              f"and params) and both are split with one permutation "
+                              f"(seeds.split), so {share} {split} sample of {other!r} is a "
+                              f"training sample of {train!r}; {fix}")
+                else:
+                    what = "the same data" if same_data else \
+                        "the same files (" + ", ".join(f"{k}: {v!r}" for k, v in tfacts[3]) + ")"
+                    why = "with another task" if same_data else "with other params"
+                    warn(loc, f"dataset {other!r} reads {what} as {train!r} {why}, so its "
+                              f"{split} samples may be training samples of {train!r} (the "
+                              f"overlap cannot be decided here); {fix}")
+
+
+# ------------------------------------------------------------------ local paths
+def _paths(data: dict[str, Any], registry: Registry, warn: Emit) -> None:
+    for name, spec in _dict(data.get("datasets")).items():
+        if not isinstance(spec, dict):
+            continue
+        params = _dict(spec.get("params"))
+        for key in _names(_meta(registry, "dataset", spec.get("type"), "paths")):
+            value = params.get(key)
+            if not isinstance(value, str) or not value or "://" in value:
+                continue
+            path = Path(os.path.expanduser(value))
+            try:
+                exists = path.exists()
+            except OSError:  # e.g. a name too long: the run would not find it either
+                exists = False
+            if not exists:
+                where = "" if path.is_absolute() else f" (relative to {os.getcwd()})"
+                warn(("datasets", name, "params", key),
+                     f"{value!r} does not exist on this machine{where}; fix the path if the "
+                     "session runs here (not an error: it may run on another machine)")
+
+
+def log_warning(norm: Normalized) -> Emit:
+    """A ``warn(loc, message)`` that logs ``warning: PATH: MESSAGE`` (the user's path) on
+    the ``thelper.config`` logger, once per message."""
+    seen: set[str] = set()
+
+    def warn(loc: Loc, message: str) -> None:
+        path = ".".join(str(x) for x in norm.original(tuple(loc))) or "<root>"
+        text = f"warning: {path}: {message}"
+        if text not in seen:
+            seen.add(text)
+            log.warning("%s", text)
+
+    return warn
+
+
 def cross_rules(norm: Normalized, registry: Registry, emit: Emit,
-                failures: Iterable[Any] = ()) -> None:
+                failures: Iterable[Any] = (), warn: Emit | None = None) -> None:
     """Run every rule on ``norm.data``; ``emit(path, message)`` receives each problem.
 
-    ``failures`` (the plugin manager's) complete install hints.
+    Args:
+        norm: The normalised document.
+        registry: Registered components.
+        emit: Receives each problem (the config is invalid).
+        failures: The plugin manager's failures, to complete install hints.
+        warn: Receives each warning (the config stays valid); by default they are logged by
+            :func:`log_warning`.
     """
     data = norm.data
     if not isinstance(data, dict):
         return
+    warn = warn if warn is not None else log_warning(norm)
     _splits(data, emit)
     _tasks(data, registry, emit)
     _imports(data, norm, registry, emit, list(failures))
     _metrics(data, registry, emit)
     _device(data, emit)
+    _numbers(data, registry, emit)
+    _task_fit(data, registry, emit)
+    _leakage(data, registry, emit, warn)
+    _paths(data, registry, warn)

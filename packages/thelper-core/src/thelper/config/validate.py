@@ -269,7 +269,8 @@ def _unimportable_params(registry: Registry,
 
 
 def check_document(doc: ConfigDocument, registry: Registry, *,
-                   failures: Iterable[Any] = (), allow_imports: Iterable[str] = ()
+                   failures: Iterable[Any] = (), allow_imports: Iterable[str] = (),
+                   warnings: list[ConfigIssue] | None = None
                    ) -> tuple[Any, list[ConfigIssue]]:
     """Validate ``doc``; return the typed config (or ``None``) and every issue found.
 
@@ -281,6 +282,9 @@ def check_document(doc: ConfigDocument, registry: Registry, *,
             the document's ``imports.allow`` must be covered by one of them (a config is
             data and cannot widen what runs by itself); the typed config's ``imports.allow``
             is the union of both.
+        warnings: Receives what may be a problem but leaves the config valid (a local
+            dataset path missing on this machine, a possible split overlap), located like
+            the issues. ``None``: they are logged as ``warning: PATH: MESSAGE``.
 
     Returns:
         ``(config, issues)``: the :class:`~thelper.config.models.SessionConfig` subclass
@@ -320,7 +324,14 @@ def check_document(doc: ConfigDocument, registry: Registry, *,
         except Exception as exc:  # noqa: BLE001 - a params model's own validator crashed
             report.emit((), f"a params model raised {type(exc).__name__} while validating: "
                             f"{exc} (this is a bug in the plugin that registers it)")
-    cross_rules(norm, registry, report.emit, failures)
+    notes = None
+    if warnings is not None:
+        notes = _Reporter(doc, norm)
+        notes.issues, notes._seen = [], set()  # the document's issues are not warnings
+    cross_rules(norm, registry, report.emit, failures,
+                warn=None if notes is None else notes.emit)
+    if notes is not None and warnings is not None:
+        warnings.extend(notes.issues)
     issues = [i for _, i in sorted(enumerate(report.issues), key=_sort_key)]
     return (config if not issues else None), issues
 
@@ -350,7 +361,8 @@ def format_issues(issues: list[ConfigIssue]) -> str:
 
 
 def validate_document(doc: ConfigDocument, registry: Registry, *,
-                      failures: Iterable[Any] = (), allow_imports: Iterable[str] = ()) -> Any:
+                      failures: Iterable[Any] = (), allow_imports: Iterable[str] = (),
+                      warnings: list[ConfigIssue] | None = None) -> Any:
     """Validate ``doc`` and return the typed config.
 
     Args:
@@ -359,12 +371,13 @@ def validate_document(doc: ConfigDocument, registry: Registry, *,
         failures: Plugins that failed to load, for install hints.
         allow_imports: The command line's ``--allow-import`` modules (see
             :func:`check_document`).
+        warnings: Collects warnings instead of logging them (see :func:`check_document`).
 
     Raises:
         ConfigError: With every issue found (``.issues``), each naming its config path.
     """
     config, issues = check_document(doc, registry, failures=failures,
-                                    allow_imports=allow_imports)
+                                    allow_imports=allow_imports, warnings=warnings)
     if config is None:
         n = len(issues)
         raise ConfigError(
