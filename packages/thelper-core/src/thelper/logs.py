@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -50,9 +52,40 @@ def setup_logging(level: int = logging.INFO) -> logging.Logger:
     return logger
 
 
+class _NoFollowFileHandler(logging.FileHandler):
+    """A :class:`logging.FileHandler` that appends without following a symbolic link at
+    its path (``O_NOFOLLOW``): a link planted in a session cannot redirect the log."""
+
+    def _open(self):  # noqa: ANN202
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.baseFilename, flags, 0o666)
+        try:
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)  # noqa: SIM115
+        except BaseException:
+            os.close(fd)
+            raise
+
+
 def attach_file_handler(path: Path, name: str = "thelper") -> logging.FileHandler:
-    """Also write the ``name`` logger to ``path`` (appending)."""
-    handler = logging.FileHandler(path, encoding="utf-8")
+    """Also write the ``name`` logger to ``path`` (appending, never through a link).
+
+    Raises:
+        SessionError: ``path`` is a symbolic link or cannot be opened for appending.
+    """
+    from thelper.exceptions import SessionError
+
+    try:
+        handler = _NoFollowFileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            try:
+                target = f" (to {os.readlink(path)!r})"
+            except OSError:
+                target = ""
+            raise SessionError(f"{str(path)!r} is a symbolic link{target}; thelper does not "
+                               "append logs through it: remove the link") from None
+        raise SessionError(f"cannot open the log file {str(path)!r}: {exc.strerror or exc}") \
+            from None
     handler.setFormatter(logging.Formatter(_FILE_FORMAT))
     logger = logging.getLogger(name)
     logger.addHandler(handler)

@@ -17,11 +17,15 @@ from thelper.plugins import ThelperPluginManager, get_plugin_manager
 from thelper.runtime import Runtime
 from thelper.session import (
     Session,
+    SessionLock,
     SilentPlugins,
+    check_links,
+    clean_stale_files,
     create_session_dir,
     draw_seeds,
     flatten_hparams,
     probe_writable,
+    session_dir_of,
 )
 
 __all__ = ["run_session", "resume_session"]
@@ -54,7 +58,7 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
     import torch
 
     from thelper.build import assemble, record
-    from thelper.checkpoint import find_checkpoint, set_rng_state
+    from thelper.checkpoint import set_rng_state
 
     registry = pm.registry
     log = session.logger
@@ -63,6 +67,9 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
         else None
     started = False
     status, error = "failed", None
+    trainer, evaluated = None, None
+    if eval_only and session.is_main:  # the training's run.json record stays as it is
+        session.plugins = _EvalOnlyPlugins(pm)
     previous = _install_stop_handlers(session)
     restore_flags = _snapshot_torch_flags()
     if session.cfg.trainer.deterministic:
@@ -77,8 +84,11 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
             log.info("rank %d of %d (%s backend), device %s", runtime.rank, runtime.world_size,
                      runtime.backend, runtime.device)
         log.info("seeds: %s", session.seeds)
-        session.write_config_files()
-        session.write_packages()
+        if eval_only:  # a missing best checkpoint fails before anything is built
+            evaluated = _eval_checkpoint(session, ckpt)
+        else:  # an evaluation leaves the training's config and package records alone
+            session.write_config_files()
+            session.write_packages()
         parts = assemble(session.cfg, session.seeds, registry, runtime, session=session)
         record(session, parts)
         trainer = parts.trainer
@@ -91,8 +101,7 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
         started = True
         tcfg = session.cfg.trainer
         if eval_only:
-            given = session.extras.get("eval_checkpoint")
-            trainer.test(Path(given) if given else find_checkpoint(session.session_dir, "best"))
+            trainer.test(evaluated)
         else:
             if session.start_epoch > tcfg.epochs:
                 log.info("all %d epochs are done; evaluating the best model", tcfg.epochs)
@@ -104,8 +113,12 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
         status = "completed"
     except KeyboardInterrupt as exc:
         status, error = "interrupted", exc
-        log.warning("interrupted; the latest checkpoint is kept, continue with 'thelper "
-                    "resume %s'", session.session_dir)
+        if eval_only:
+            log.warning("evaluation interrupted; evaluate again with 'thelper resume %s "
+                        "--eval-only'", session.session_dir)
+        else:
+            log.warning("interrupted; the latest checkpoint is kept, continue with 'thelper "
+                        "resume %s'", session.session_dir)
         raise
     except BaseException as exc:
         error = exc
@@ -118,9 +131,13 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
             finally:
                 log.info("session %s: %s", session.name, status)
         elif error is not None:
-            log.error("session %s failed before training started: %s", session.name, error)
-            if session.is_main:
-                _record_early_failure(session, error)
+            log.error("session %s %s before training started: %s", session.name, status,
+                      error)
+            if session.is_main and not eval_only:
+                _record_early_failure(session, error, status)
+        if eval_only and session.is_main:
+            _record_evaluation(session, evaluated, status, error,
+                               getattr(trainer, "last_evaluation", None))
         for signum, old in previous.items():
             signal.signal(signum, old)
         restore_flags()
@@ -189,7 +206,11 @@ class _RankPrefix(logging.Filter):
 
 
 def _install_stop_handlers(session: Session) -> dict[int, Any]:
-    """SIGINT/SIGTERM ask the trainer to stop at the next step, after a final checkpoint.
+    """SIGINT/SIGTERM ask the trainer to stop after the current batch, in every phase:
+    training (after a step checkpoint), validation (after a checkpoint of the trained epoch)
+    and the final test; the session ends ``interrupted`` (exit code 130) and ``thelper
+    resume`` continues it. Under several ranks the ranks agree on it every
+    ``log_every_n_steps`` steps or batches.
 
     A second signal stops at once (``KeyboardInterrupt``).
     """
@@ -199,8 +220,8 @@ def _install_stop_handlers(session: Session) -> dict[int, Any]:
         if getattr(session, "stop_requested", None):
             raise KeyboardInterrupt(f"signal {signum}")
         session.stop_requested = signum  # type: ignore[attr-defined]
-        session.logger.warning("received signal %d: stopping after the current step (send it "
-                               "again to stop at once)", signum)
+        session.logger.warning("received signal %d: stopping after the current batch (send "
+                               "it again to stop at once)", signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -210,8 +231,10 @@ def _install_stop_handlers(session: Session) -> dict[int, Any]:
     return previous
 
 
-def _record_early_failure(session: Session, error: BaseException) -> None:
-    """Write a failed ``run.json`` when the session dies before the trackers started."""
+def _record_early_failure(session: Session, error: BaseException,
+                          status: str = "failed") -> None:
+    """Write a failed (or interrupted) ``run.json`` when the session dies before the
+    trackers started. Never for ``--eval-only`` (see :func:`_record_evaluation`)."""
     from thelper.session import now, platform_info, write_json
 
     path = session.session_dir / "run.json"
@@ -219,7 +242,7 @@ def _record_early_failure(session: Session, error: BaseException) -> None:
         return
     try:
         write_json(path, {
-            "name": session.name, "status": "failed",
+            "name": session.name, "status": status,
             "error": f"{type(error).__name__}: {error}", "config": session.config,
             "hparams": flatten_hparams(session.config), "metrics": session.history,
             "test": None, "seeds": session.seeds, "platform": platform_info(), "git": None,
@@ -227,6 +250,98 @@ def _record_early_failure(session: Session, error: BaseException) -> None:
         })
     except OSError:
         pass
+
+
+class _EvalOnlyPlugins:
+    """The plugin manager of ``resume --eval-only``: its lifecycle hooks reach every plugin
+    but the ``run.json`` record (run-record), so that an evaluation, failed or not, leaves
+    the training's status and test metrics as they are (:func:`_record_evaluation` appends
+    it to ``run.json``'s ``evaluations`` instead). Everything else is ``pm``'s."""
+
+    def __init__(self, pm: ThelperPluginManager) -> None:
+        import inspect
+
+        from thelper.session import LIFECYCLE
+
+        self._pm = pm
+        hooks = pm._pm  # pluggy's manager: this package's own facade
+        skip = [p for p in (hooks.get_plugin("run-record"),) if p is not None]
+        self._calls = {name: (hooks.subset_hook_caller(f"thelper_{name}", skip),
+                              list(inspect.signature(getattr(pm, name)).parameters))
+                       for name in LIFECYCLE}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._calls:
+            call, params = self._calls[name]
+            return lambda *args, **kwargs: call(
+                **dict(zip(params, args, strict=False)), **kwargs)
+        return getattr(self._pm, name)
+
+
+def _eval_checkpoint(session: Session, ckpt: dict[str, Any] | None) -> Path:
+    """The checkpoint ``resume --eval-only`` evaluates: the file given, else the session's
+    ``ckpt.best.pt``.
+
+    Raises:
+        CheckpointError: The session has no best checkpoint; says why.
+    """
+    given = session.extras.get("eval_checkpoint")
+    if given:
+        return Path(given)
+    best = session.checkpoints_dir / "ckpt.best.pt"
+    if best.is_file():
+        return best
+    ckpt = ckpt or {}
+    mon = ckpt.get("monitor") or {}
+    metric = mon.get("metric") or session.cfg.trainer.monitor
+    split = mon.get("split") or "valid"
+    done = int(ckpt.get("epoch") or 0)
+    if done == 0:
+        why = "no epoch has finished yet"
+    elif mon.get("best") is None:
+        why = f"it had no value (NaN or not computed) in the {done} finished epoch(s)"
+    else:
+        why = f"best {mon['best']:.4g} at epoch {mon.get('best_epoch')}, but the file is gone"
+    raise CheckpointError(
+        f"no ckpt.best.pt in {str(session.checkpoints_dir)!r}: the session has no best "
+        f"checkpoint (monitor {metric!r} on the {split} split: {why}); evaluate another "
+        f"checkpoint with 'thelper resume {session.checkpoints_dir / 'ckpt.latest.pt'} "
+        "--eval-only'")
+
+
+def _record_evaluation(session: Session, checkpoint: Path | None, status: str,
+                       error: BaseException | None, evaluated: dict[str, Any] | None) -> None:
+    """Append an ``--eval-only`` run to ``run.json``'s ``evaluations`` list (the training's
+    record, its ``status`` and ``test`` included, is kept). Nothing without a ``run.json``."""
+    import json
+
+    from thelper.session import now, write_json
+
+    path = session.session_dir / "run.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(record, dict):
+        return
+    where = (evaluated or {}).get("checkpoint") or (str(checkpoint) if checkpoint else None)
+    if where is not None and Path(where).is_relative_to(session.session_dir):
+        where = Path(where).relative_to(session.session_dir).as_posix()
+    entry = {
+        "status": status,
+        "error": None if error is None else f"{type(error).__name__}: {error}",
+        "checkpoint": where,
+        "split": (evaluated or {}).get("split"),
+        "epoch": (evaluated or {}).get("epoch"),
+        "metrics": session.test_metrics if status == "completed" else None,
+        "started_at": session.started_at, "ended_at": now(),
+    }
+    evaluations = record.get("evaluations")
+    record["evaluations"] = [*(evaluations if isinstance(evaluations, list) else []), entry]
+    try:
+        write_json(path, record)
+    except OSError as exc:
+        session.logger.warning("cannot record the evaluation in %s: %s", path, exc)
 
 
 def run_session(doc: ConfigDocument, save_dir: str | Path,
@@ -248,7 +363,8 @@ def run_session(doc: ConfigDocument, save_dir: str | Path,
 
     Raises:
         ConfigError: The config is invalid (every problem listed).
-        SessionError: The session directory exists or is not writable.
+        SessionError: The session directory exists or is not writable, or another process
+            holds its lock.
         ThelperError: Any other user-facing failure while training.
     """
     setup_logging()
@@ -265,7 +381,8 @@ def run_session(doc: ConfigDocument, save_dir: str | Path,
         session = Session(name=cfg.name, session_dir=Path(session_dir), config=config,
                           cfg=cfg, seeds=seeds, runtime=runtime,
                           plugins=pm if runtime.is_main else SilentPlugins(pm))
-        return _execute(session, pm, ckpt=None)
+        with _claimed(Path(session_dir), runtime):
+            return _execute(session, pm, ckpt=None)
 
 
 def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
@@ -289,9 +406,12 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
         allow_imports: Modules this invocation allows configs to import.
 
     Raises:
-        CheckpointError: No usable checkpoint.
-        ConfigError: The stored config (with overrides) is invalid, or the overrides
-            change a seed (a resumed session replays its recorded seeds).
+        CheckpointError: No usable checkpoint (every one damaged or missing).
+        ConfigError: The stored config (with overrides) is invalid, the overrides
+            change a seed (a resumed session replays its recorded seeds), or
+            ``map_location`` is not a device of this machine.
+        SessionError: Another process uses the session (its PID is named), or the session
+            directory holds a symbolic link leading out of it.
     """
     setup_logging()
     pm = pm or get_plugin_manager()
@@ -302,6 +422,7 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
         load_device = None
     else:
         load_device = map_location
+    _check_resume_target(Path(path), map_location)
     fresh = _fresh_restart(Path(path))
     if fresh is not None:  # killed before its first checkpoint: start over in place
         log.warning("%s has no checkpoint yet: starting it again from epoch 1 with its "
@@ -325,7 +446,55 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
             from thelper.checkpoint import load_checkpoint
 
             ckpt_path, ckpt = Path(chosen), load_checkpoint(Path(chosen), map_location)
-        return _resume(path, ckpt_path, ckpt, config, cfg, pm, runtime, eval_only)
+        with _claimed(session_dir_of(ckpt_path), runtime, resumed=True):
+            return _resume(path, ckpt_path, ckpt, config, cfg, pm, runtime, eval_only)
+
+
+def _check_resume_target(path: Path, map_location: str | None) -> None:
+    """Checks made before anything of a session is read for a resume.
+
+    Raises:
+        ConfigError: ``map_location`` is not a device of this machine.
+        SessionError: The session directory holds a symbolic link leading out of it.
+    """
+    from thelper.checkpoint import check_map_location
+
+    check_map_location(map_location)
+    session_dir = session_dir_of(path)
+    if session_dir.is_dir() and any(
+            (session_dir / name).is_symlink() or (session_dir / name).exists()
+            for name in ("checkpoints", "logs", "config.latest.yaml")):
+        check_links(session_dir)
+
+
+@contextlib.contextmanager
+def _claimed(session_dir: Path, runtime: Runtime, *, resumed: bool = False
+             ) -> Iterator[None]:
+    """Hold the session's lock (``<session>/.lock``, rank 0) while the block runs; on
+    resume, also remove the temporary files of a killed save once the lock is held. An
+    error on rank 0 is raised on every rank.
+
+    Raises:
+        SessionError: Another process uses the session (the message gives its PID).
+    """
+    lock = SessionLock(session_dir)
+
+    def claim() -> None:
+        if not (session_dir / "checkpoints").is_dir():
+            return  # not a session directory: _resume says so
+        lock.acquire()
+        if resumed:
+            stale = clean_stale_files(session_dir)
+            if stale:
+                logging.getLogger("thelper").info(
+                    "removed %d temporary file(s) of an interrupted save: %s", len(stale),
+                    ", ".join(p.name for p in stale))
+
+    try:
+        _on_main(runtime, claim)
+        yield
+    finally:
+        lock.release()
 
 
 def _resume(path: str | Path, ckpt_path: Path, ckpt: dict[str, Any] | None,
@@ -383,27 +552,47 @@ def _fresh_restart(path: Path) -> dict[str, Any] | None:
 def load_newest_intact(path: Path, map_location: str | None = None
                        ) -> tuple[Path, dict[str, Any]]:
     """Load ``ckpt.latest.pt`` of a session (or the given file); when it is truncated or
-    corrupted, fall back to the newest intact checkpoint of the session and say so.
+    corrupted (checksums verified), fall back to the newest intact checkpoint of the
+    session (by steps and epochs, see :func:`thelper.checkpoint.resume_candidates`) and
+    say so, naming both files. A session killed after writing its first checkpoint but
+    before ``ckpt.latest.pt`` resumes from that checkpoint.
 
     Raises:
         CheckpointError: No checkpoint can be loaded.
+        ConfigError: ``map_location`` is not a device of this machine.
     """
-    from thelper.checkpoint import find_checkpoint, load_checkpoint
+    from thelper.checkpoint import find_checkpoint, load_checkpoint, resume_candidates
 
     log = logging.getLogger("thelper")
-    first = find_checkpoint(path, "latest")
+    try:
+        first = find_checkpoint(path, "latest")
+    except CheckpointError as missing:
+        folder = Path(path) / "checkpoints"
+        candidates = resume_candidates(folder) if Path(path).is_dir() and folder.is_dir() \
+            else []
+        if not candidates:
+            raise
+        for candidate in candidates:  # killed between its first checkpoint and latest
+            try:
+                data = load_checkpoint(candidate, map_location=map_location)
+            except CheckpointError as exc:
+                log.warning("%s", exc)
+                continue
+            log.warning("%s has no ckpt.latest.pt (the run stopped while writing its "
+                        "checkpoints); resuming from the newest intact checkpoint %s", path,
+                        candidate)
+            return candidate, data
+        raise CheckpointError(f"{missing}; and no checkpoint in {str(folder)!r} is intact") \
+            from None
     try:
         return first, load_checkpoint(first, map_location=map_location)
     except CheckpointError as exc:
         folder = first.parent
-        candidates = sorted((p for p in folder.glob("ckpt.*.pt") if p != first
-                             and p.name != "ckpt.best.pt"),
-                            key=lambda p: p.stat().st_mtime, reverse=True)
-        for candidate in candidates:
+        for candidate in resume_candidates(folder, exclude=first):
             try:
                 data = load_checkpoint(candidate, map_location=map_location)
-            except CheckpointError:
-                log.warning("checkpoint %s is unreadable too", candidate)
+            except CheckpointError as other:
+                log.warning("checkpoint %s is unreadable too: %s", candidate, other)
                 continue
             log.warning("%s; falling back to the newest intact checkpoint %s", exc, candidate)
             return candidate, data

@@ -8,10 +8,18 @@ Layout of ``<save_dir>/<name>/``::
     output/<name>/{train,valid,test}/   TensorBoard events, metric reports, plots
     config.latest.yaml
     run.json
+    .lock         held (``fcntl.flock``) by the process training or evaluating there
+
+Writes never follow a symbolic link out of the session directory: :func:`check_links`
+refuses a session that holds one (on resume), and the session's own files are written
+through :func:`safe_path` (atomic replacement, which replaces a link instead of following
+it) or opened with ``O_NOFOLLOW`` (``logs/trainer.log``).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -29,10 +37,33 @@ import yaml
 
 from thelper.exceptions import SessionError
 
-__all__ = ["Session", "SilentPlugins", "create_session_dir", "probe_writable", "draw_seeds",
-           "write_json", "platform_info", "git_info", "flatten_hparams", "now"]
+__all__ = ["Session", "SilentPlugins", "SessionLock", "create_session_dir", "probe_writable",
+           "draw_seeds", "write_json", "write_text", "safe_path", "check_links",
+           "clean_stale_files", "session_dir_of", "platform_info", "git_info",
+           "flatten_hparams", "now"]
 
 LOGGER_NAME = "thelper"
+
+#: The lock file of a session directory (see :class:`SessionLock`).
+LOCK_NAME = ".lock"
+
+#: Descriptors of the session locks this process holds (closed in forked children).
+_HELD_LOCKS: set[int] = set()
+
+
+def _forget_locks_in_child() -> None:
+    """A forked child (a DataLoader worker) must not keep the session locked: an flock
+    lives as long as any process holds its file open, and workers can outlive a killed
+    parent by seconds. Closing the child's copy leaves the parent's lock in place."""
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 def now() -> str:
@@ -40,13 +71,16 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file in the same directory, fsync, rename)."""
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically (temporary file in the same directory, fsync, rename).
+
+    A symbolic link at ``path`` is replaced, never followed; a reader never sees a
+    half-written file.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -56,6 +90,215 @@ def write_json(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file in the same directory, fsync, rename)."""
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def safe_path(session_dir: Path, rel: str | Path) -> Path:
+    """``session_dir / rel``, checked for writing: its folder is inside the session
+    directory once links are resolved, and it is not itself a symbolic link.
+
+    Args:
+        session_dir: The session directory.
+        rel: A path relative to it (``logs/packages.txt``).
+
+    Raises:
+        SessionError: Writing there would follow a symbolic link (the message names it).
+    """
+    path = Path(session_dir) / rel
+    root = Path(session_dir).resolve()
+    try:
+        parent = path.parent.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise SessionError(f"cannot resolve {str(path.parent)!r}: {exc}") from None
+    if not parent.is_relative_to(root):
+        raise SessionError(f"{str(path.parent)!r} leads out of the session directory "
+                           f"{str(session_dir)!r} (to {str(parent)!r}) through a symbolic "
+                           "link; thelper does not write through it: replace the link with "
+                           "a real directory")
+    if path.is_symlink():
+        raise SessionError(f"{str(path)!r} is a symbolic link (to {os.readlink(path)!r}); "
+                           "thelper does not write through it: remove the link")
+    return path
+
+
+def check_links(session_dir: Path) -> None:
+    """Refuse a session directory that holds a symbolic link leading out of it.
+
+    Every file and folder under ``session_dir`` is checked (links are not followed), so
+    that no write of the session (logs, summaries, checkpoints, reports, TensorBoard
+    events) can land outside it. Links that stay inside are allowed.
+
+    Args:
+        session_dir: The session directory.
+
+    Raises:
+        SessionError: A link points outside (or loops); the message names each one.
+    """
+    root = Path(session_dir).resolve()
+    bad: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(session_dir):  # does not enter linked dirs
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                continue
+            try:
+                inside = p.resolve().is_relative_to(root)
+            except (OSError, RuntimeError):  # a loop
+                inside = False
+            if not inside:
+                try:
+                    target = os.readlink(p)
+                except OSError:
+                    target = "?"
+                bad.append(f"{p.relative_to(session_dir)} -> {target}")
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise SessionError(
+            f"session directory {str(session_dir)!r} holds symbolic links that lead out of "
+            f"it: {shown}; thelper never writes through them: replace each with the real "
+            "file or directory (or remove it)")
+
+
+def session_dir_of(path: Path) -> Path:
+    """The session directory of a ``resume`` target: the directory itself, or the folder
+    above ``checkpoints/`` for a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def clean_stale_files(session_dir: Path) -> list[Path]:
+    """Remove the temporary files a killed process left behind.
+
+    These are ``checkpoints/.*.tmp`` and ``checkpoints/.*.link`` (a checkpoint being
+    written or linked), ``.*.tmp`` in the session and ``logs/`` folders (atomic JSON and
+    text writes), and ``.thelper-probe.*`` files. Call it only while holding the
+    session's lock: a running session's temporaries look the same.
+
+    Args:
+        session_dir: The session directory.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    patterns = {"checkpoints": (".*.tmp", ".*.link", ".thelper-probe.*"),
+                ".": (".*.tmp", ".thelper-probe.*"), "logs": (".*.tmp",)}
+    for sub, globs in patterns.items():
+        folder = Path(session_dir) / sub
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for pattern in globs:
+            for p in folder.glob(pattern):
+                if p.is_symlink() or p.is_file():
+                    try:
+                        p.unlink()
+                    except OSError:
+                        continue
+                    removed.append(p)
+    return removed
+
+
+class SessionLock:
+    """Advisory lock (``fcntl.flock``) on ``<session>/.lock``, holding the owner's PID.
+
+    A process holds it for as long as it trains or evaluates in the session (``thelper
+    run`` and ``thelper resume``; rank 0 only under several ranks), so that a second
+    process cannot write into the same session. The lock dies with its process (even on
+    ``SIGKILL``; forked children such as DataLoader workers do not keep it); the file
+    itself stays (removing it would let two processes lock two different files).
+
+    Args:
+        session_dir: The session directory.
+    """
+
+    def __init__(self, session_dir: Path) -> None:
+        self.session_dir = Path(session_dir)
+        self.path = self.session_dir / LOCK_NAME
+        self._fd: int | None = None
+        self._pid = os.getpid()
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock."""
+        return self._fd is not None
+
+    def acquire(self) -> SessionLock:
+        """Take the lock without waiting.
+
+        Raises:
+            SessionError: Another process holds it (the message gives its PID), or the
+                lock file cannot be opened (e.g. it is a symbolic link).
+        """
+        if self._fd is not None:
+            return self
+        self._pid = os.getpid()
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SessionError(f"{str(self.path)!r} is a symbolic link; thelper does not "
+                                   "write through it: remove it") from None
+            raise SessionError(f"cannot open the lock file {str(self.path)!r}: "
+                               f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                # a file system without locks: run unprotected rather than not at all
+                logging.getLogger(LOGGER_NAME).warning(
+                    "cannot lock %s (%s); nothing stops another process from using this "
+                    "session at the same time", self.path, exc.strerror or exc)
+                self._fd = fd
+                _HELD_LOCKS.add(fd)
+                return self
+            owner = _read_pid(fd)
+            os.close(fd)
+            who = f"PID {owner}" if owner else "another process"
+            raise SessionError(f"session {str(self.session_dir)!r} is in use by {who}; wait "
+                               "for it or stop it") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the lock holds; only the PID shown to others is missing
+        self._fd = fd
+        _HELD_LOCKS.add(fd)
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        _HELD_LOCKS.discard(fd)
+        if os.getpid() != self._pid:  # a forked child: its copy is closed already
+            return
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            pass
+        os.close(fd)  # releases the flock
+
+    def __enter__(self) -> SessionLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def probe_writable(directory: Path) -> None:
@@ -77,17 +320,27 @@ def probe_writable(directory: Path) -> None:
 def create_session_dir(save_dir: Path, name: str) -> Path:
     """Create ``save_dir/name`` and its sub-folders; never reuse an existing one.
 
+    The directory is created with one ``mkdir`` of its final name, so of two processes
+    racing to create it, exactly one succeeds.
+
     Raises:
-        SessionError: The directory exists already or cannot be created.
+        SessionError: The directory exists already (the message suggests ``thelper
+            resume``) or cannot be created.
     """
     probe_writable(save_dir)
     session_dir = save_dir / name
-    if session_dir.exists():
+    try:
+        os.mkdir(session_dir)
+    except FileExistsError:
         raise SessionError(
             f"session directory {str(session_dir)!r} already exists; continue it with "
             f"'thelper resume {session_dir}', or start a new one with another --save-dir or "
             "--set name=<new-name>"
-        )
+        ) from None
+    except OSError as exc:
+        raise SessionError(f"cannot create session directory {str(session_dir)!r}: "
+                           f"{exc.strerror or exc}; pick another one with --save-dir") \
+            from None
     for sub in ("checkpoints", "logs", f"output/{name}"):
         (session_dir / sub).mkdir(parents=True, exist_ok=True)
     return session_dir
@@ -267,18 +520,26 @@ class Session:
         return d
 
     def write_config_files(self) -> None:
-        """``logs/config.<time>.yaml`` backup and ``config.latest.yaml`` (rank 0 only)."""
+        """``logs/config.<time>.yaml`` backup and ``config.latest.yaml`` (rank 0 only).
+
+        Raises:
+            SessionError: One of them, or ``logs/``, is a symbolic link.
+        """
         if not self.is_main:
             return
         text = yaml.safe_dump(self.config, sort_keys=False)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        (self.logs_dir / f"config.{stamp}.yaml").write_text(text)
-        (self.session_dir / "config.latest.yaml").write_text(text)
+        write_text(safe_path(self.session_dir, f"logs/config.{stamp}.yaml"), text)
+        write_text(safe_path(self.session_dir, "config.latest.yaml"), text)
 
     def write_packages(self) -> None:
-        """``logs/packages.txt``: every installed distribution and version (rank 0 only)."""
+        """``logs/packages.txt``: every installed distribution and version (rank 0 only).
+
+        Raises:
+            SessionError: It, or ``logs/``, is a symbolic link.
+        """
         if not self.is_main:
             return
         lines = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()
                         if d.metadata.get("Name")}, key=str.lower)
-        (self.logs_dir / "packages.txt").write_text("\n".join(lines) + "\n")
+        write_text(safe_path(self.session_dir, "logs/packages.txt"), "\n".join(lines) + "\n")
