@@ -52,7 +52,9 @@ def archive(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("info", [c for c in CORE if c.kind != "trainer"],
+# the predictor's file decoders and output writers: tests/integration/test_predict.py
+@pytest.mark.parametrize("info", [c for c in CORE if c.kind not in ("trainer", "writer",
+                                                                   "decoder")],
                          ids=lambda c: f"{c.kind}-{c.name}")
 def test_every_core_component_builds(info, request):
     params = REQUIRED.get((info.kind, info.name), {})

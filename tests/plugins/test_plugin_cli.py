@@ -24,7 +24,7 @@ from plugin_test_helpers import (
 )
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
-CORE_PLUGINS = {"core", "core-commands", "run-record", "tensorboard"}
+CORE_PLUGINS = {"core", "core-commands", "core-predict", "run-record", "tensorboard"}
 
 
 @pytest.fixture

@@ -103,4 +103,5 @@ def test_block_list_and_allow_list(fake_site: FakeSite, monkeypatch: pytest.Monk
     monkeypatch.setenv("THELPER_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.setenv("THELPER_PLUGINS", "fake")
     allowed = ThelperPluginManager()
-    assert set(allowed.records) == {"core", "core-commands", "run-record", "tensorboard", "fake"}
+    assert set(allowed.records) == {"core", "core-commands", "core-predict", "run-record",
+                                    "tensorboard", "fake"}

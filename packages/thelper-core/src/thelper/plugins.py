@@ -64,6 +64,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "core-commands": "thelper.tools.commands",
     "run-record": "thelper.trackers.run_record",
     "tensorboard": "thelper.trackers.tensorboard",
+    "core-predict": "thelper.writers",
 }
 
 

@@ -45,6 +45,7 @@ KINDS: tuple[str, ...] = (
     "metric",
     "sampler",
     "trainer",
+    "writer", "decoder",  # thelper infer: output writers by task type, file decoders
 )
 
 #: Params of a component that takes none: the empty :class:`~thelper.params.Params`.

@@ -295,7 +295,18 @@ class Regression(Task):
         return outputs.clamp(min=low, max=high)
 
     def decode(self, outputs: Any) -> Any:
-        """Predictions in target units, clamped to ``[target_min, target_max]``."""
+        """Predictions in target units, clamped to ``[target_min, target_max]``.
+
+        Args:
+            outputs: Raw model outputs ``(N, *target_shape)`` or ``(N, num_outputs)``
+                float, standardised when ``target_mean``/``target_std`` are set.
+
+        Returns:
+            ``(N, *target_shape)`` float: ``outputs * target_std + target_mean``, clamped.
+        """
+        if outputs.ndim == 2 and outputs.shape[1] == self.num_outputs and \
+                len(self.target_shape) > 1:
+            outputs = outputs.reshape(outputs.shape[0], *self.target_shape)
         return self._clamp(self._denormalise(outputs))
 
     def step(self, model: Any, loss_fn: Any, batch: Mapping[str, Any], device: Any

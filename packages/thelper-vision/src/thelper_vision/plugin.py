@@ -105,7 +105,7 @@ def _datasets() -> list[ComponentInfo]:
         params="thelper_vision.params:ImageFolderParams",
         aliases=("torchvision.datasets.ImageFolder",),
         description="Images in one sub-folder per class (root/<class>/<image>)",
-        metadata={"provides_task": True},
+        metadata={"provides_task": True, "task": "classification", "paths": ("root",)},
     )]
 
 
@@ -132,18 +132,23 @@ def _tasks() -> list[ComponentInfo]:
 
 def _dense_datasets() -> list[ComponentInfo]:
     C = ComponentInfo
-    task = {"provides_task": True}
+    def task(name: str, *paths: str) -> dict[str, object]:
+        return {"provides_task": True, "task": name, "paths": paths}
+
     return [
         C("dataset", "segmentation_folder", "thelper_vision.dense_datasets:SegmentationFolder",
-          "thelper_vision.seg_params:SegmentationFolderParams", metadata=task,
+          "thelper_vision.seg_params:SegmentationFolderParams",
+          metadata=task("segmentation", "images", "masks"),
           description="Images and class-index masks in two folders, paired by file name"),
         C("dataset", "coco_detection", "thelper_vision.dense_datasets:CocoDetection",
           "thelper_vision.det_params:CocoDetectionParams",
           aliases=("torchvision.datasets.CocoDetection",),
-          metadata=task, description="Images with boxes from a COCO-format JSON file"),
+          metadata=task("detection", "images", "annotations"),
+          description="Images with boxes from a COCO-format JSON file"),
         C("dataset", "super_resolution_folder",
           "thelper_vision.dense_datasets:SuperResolutionFolder",
-          "thelper_vision.image_params:SuperResolutionFolderParams", metadata=task,
+          "thelper_vision.image_params:SuperResolutionFolderParams",
+          metadata=task("super_resolution", "root"),
           description="Images (or tiles) as targets, downscaled copies as inputs"),
     ]
 
@@ -180,46 +185,54 @@ def _dense_models() -> list[ComponentInfo]:
 
 
 def _metrics() -> list[ComponentInfo]:
+    # metadata["tasks"]: the task types each loss or metric fits; 'thelper config validate'
+    # refuses it on another task (thelper.config.rules)
     C = ComponentInfo
-    mx = {"goal": "max"}
+    seg, det = {"tasks": ("segmentation",)}, {"tasks": ("detection",)}
+    image = {"tasks": ("super_resolution", "autoencoding")}
     return [
         C("loss", "detection_loss", "thelper_vision.detection:DetectionLoss",
-          "thelper_vision.det_params:DetectionLossParams",
+          "thelper_vision.det_params:DetectionLossParams", metadata=det,
           description="weighted sum of the losses a torchvision detector returns"),
         C("metric", "pixel_accuracy", "thelper_vision.metrics:PixelAccuracy",
-          "thelper_vision.seg_params:NoMetricParams", metadata=mx,
+          "thelper_vision.seg_params:NoMetricParams", metadata={"goal": "max", **seg},
           description="fraction of correctly classified pixels (ignore index skipped)"),
         C("metric", "miou", "thelper_vision.metrics:MeanIoU",
           "thelper_vision.seg_params:NoMetricParams",
-          aliases=("mean_iou", "thelper.optim.IntersectionOverUnion"), metadata=mx,
+          aliases=("mean_iou", "thelper.optim.IntersectionOverUnion"),
+          metadata={"goal": "max", **seg},
           description="mean intersection over union of the classes (segmentation)"),
         C("metric", "psnr", "thelper_vision.metrics:PSNR",
           "thelper_vision.image_params:ImageQualityParams",
-          aliases=("thelper.optim.PSNR", "thelper.optim.metrics.PSNR"), metadata=mx,
+          aliases=("thelper.optim.PSNR", "thelper.optim.metrics.PSNR"),
+          metadata={"goal": "max", **image},
           description="peak signal-to-noise ratio in dB, mean over images"),
         C("metric", "ssim", "thelper_vision.metrics:SSIM",
-          "thelper_vision.image_params:SSIMParams", metadata=mx,
+          "thelper_vision.image_params:SSIMParams", metadata={"goal": "max", **image},
           description="structural similarity (Wang et al. 2004), mean over images"),
         C("metric", "mean_average_precision", "thelper_vision.det_metrics:MeanAveragePrecision",
           "thelper_vision.det_params:MeanAveragePrecisionParams",
           aliases=("map", "thelper.optim.AveragePrecision",
-                   "thelper.optim.metrics.AveragePrecision"), metadata=mx,
+                   "thelper.optim.metrics.AveragePrecision"), metadata={"goal": "max", **det},
           description="detection mAP, COCO style (one IoU threshold or 0.50:0.95)"),
         C("metric", "segmentation_masks", "thelper_vision.consumers:SegmentationMasks",
-          "thelper_vision.seg_params:SegmentationMasksParams",
+          "thelper_vision.seg_params:SegmentationMasksParams", metadata=seg,
           description="predicted and true masks as palette PNGs, grid in TensorBoard"),
         C("metric", "detection_logger", "thelper_vision.consumers:DetectionLogger",
-          "thelper_vision.det_params:DetectionLoggerParams",
+          "thelper_vision.det_params:DetectionLoggerParams", metadata=det,
           aliases=("thelper.train.DetectLogger", "thelper.train.utils.DetectLogger"),
           description="detections of every image written as JSON"),
         C("metric", "detection_overlays", "thelper_vision.consumers:DetectionOverlays",
-          "thelper_vision.det_params:DetectionOverlaysParams",
+          "thelper_vision.det_params:DetectionOverlaysParams", metadata=det,
           description="images with true and detected boxes as PNGs, grid in TensorBoard"),
     ]
 
 
 @hookimpl
 def thelper_register_components() -> list[ComponentInfo]:
-    """The vision tasks, datasets, transforms, models, losses and metrics."""
+    """The vision tasks, datasets, transforms, models, losses and metrics, and the
+    ``thelper infer`` writers and file decoders (:mod:`thelper_vision.writers`)."""
+    from thelper_vision.writers import output_components
+
     return [*_tasks(), *_datasets(), *_dense_datasets(), *_transforms(), *_models(),
-            *_dense_models(), *_metrics()]
+            *_dense_models(), *_metrics(), *output_components()]

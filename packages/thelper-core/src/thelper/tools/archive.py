@@ -7,7 +7,8 @@ dataset per sample key (``(N, ...)`` arrays when every sample has the same shape
 variable-length flat array plus ``<key>.__shape__``), and ``__source_dataset__`` /
 ``__source_index__`` naming where each sample came from. Images (uint8 ``(C, H, W)``) may be
 stored PNG- or JPEG-encoded. Compression per key: ``none``, ``gzip`` or ``lz4`` (through
-hdf5plugin's LZ4 filter). The archive is written to ``<out>.partial`` and renamed only when
+hdf5plugin's LZ4 filter, which readers register by importing hdf5plugin before opening the
+archive: :class:`Hdf5Dataset` does). The archive is written to ``<out>.partial`` and renamed only when
 complete, so an interrupted write never leaves a file that looks finished.
 """
 
@@ -23,13 +24,48 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from thelper.exceptions import DataError
+from thelper.exceptions import ConfigError, DataError
 
-__all__ = ["write_archive", "Hdf5Dataset", "COMPRESSIONS", "ENCODINGS"]
+__all__ = ["write_archive", "check_codecs", "Hdf5Dataset", "COMPRESSIONS", "ENCODINGS"]
 
 COMPRESSIONS = ("none", "gzip", "lz4")
 ENCODINGS = ("none", "png", "jpeg")
 _SHAPE = ".__shape__"
+
+
+def _register_filters() -> None:
+    """Register hdf5plugin's filters (LZ4 and others) with the HDF5 library of h5py.
+
+    HDF5 looks for third-party filters in its plugin directory, which holds nothing here;
+    importing ``hdf5plugin`` registers them in-process. Without it, reading an ``lz4`` key
+    fails with ``OSError: Can't synchronously read data (can't open directory ...)``.
+    """
+    import hdf5plugin  # noqa: F401 - imported for its side effect
+
+
+def check_codecs(compression: str, key_compression: dict[str, str] | None = None,
+                 encode: str = "none") -> None:
+    """Check archive options before anything is built or written.
+
+    Args:
+        compression: Default compression of every key.
+        key_compression: Per-key compression overrides.
+        encode: Image encoding.
+
+    Raises:
+        ConfigError: A codec or encoding that is not one of :data:`COMPRESSIONS` /
+            :data:`ENCODINGS` (the message names the option and the accepted values).
+    """
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"--compression {compression!r}: unknown codec; choose one of "
+                          f"{', '.join(COMPRESSIONS)}")
+    for key, codec in (key_compression or {}).items():
+        if codec not in COMPRESSIONS:
+            raise ConfigError(f"--key-compression {key}={codec}: unknown codec {codec!r}; "
+                              f"choose one of {', '.join(COMPRESSIONS)}")
+    if encode not in ENCODINGS:
+        raise ConfigError(f"--encode {encode!r}: unknown image encoding; choose one of "
+                          f"{', '.join(ENCODINGS)}")
 
 
 def _compression(name: str) -> dict[str, Any]:
@@ -89,14 +125,14 @@ def write_archive(session_data: Any, out: str | Path, *, compression: str = "lz4
         progress: Optional callable ``advance(n)`` called after each sample.
 
     Raises:
-        DataError: Unknown compression/encoding or unwritable file.
+        ConfigError: Unknown compression or encoding (checked before anything is written).
+        DataError: Unwritable file or inconsistent samples.
     """
     import h5py
 
     from thelper import __version__
 
-    if encode not in ENCODINGS:
-        raise DataError(f"unknown image encoding {encode!r}; choose one of {', '.join(ENCODINGS)}")
+    check_codecs(compression, key_compression, encode)
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     task = session_data.task
@@ -199,6 +235,7 @@ class Hdf5Dataset(Dataset):
         from thelper.tasks import task_from_dict
 
         self.path, self.split = str(path), split
+        _register_filters()  # lz4 keys (the default of 'thelper split') need hdf5plugin
         if not Path(path).is_file():
             raise DataError(f"hdf5 archive {self.path!r} does not exist; write one with "
                             "'thelper split CONFIG --out ARCHIVE.h5'")
@@ -235,6 +272,7 @@ class Hdf5Dataset(Dataset):
         import h5py
 
         if self._file is None or self._pid != os.getpid():  # one handle per worker process
+            _register_filters()  # a spawned worker process has not imported hdf5plugin yet
             self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
             g = self._file[self.split]
@@ -254,7 +292,11 @@ class Hdf5Dataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample: dict[str, Any] = {}
         for key, (ds, kind, encoding, shape_ds) in self._open().items():
-            value = ds[index]
+            try:
+                value = ds[index]
+            except OSError as exc:
+                raise DataError(f"cannot read key {key!r} of sample {index} (split "
+                                f"{self.split!r}) from archive {self.path!r}: {exc}") from None
             if kind == "str":
                 sample[key] = value.decode() if isinstance(value, bytes) else value
                 continue

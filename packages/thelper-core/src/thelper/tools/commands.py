@@ -41,17 +41,19 @@ def split_cmd(
     from thelper.logs import console, setup_logging
     from thelper.plugins import get_plugin_manager
     from thelper.session import draw_seeds
-    from thelper.tools.archive import write_archive
+    from thelper.tools.archive import COMPRESSIONS, check_codecs, write_archive
 
     allow = allowed_imports(allow_import)
-    if out.exists() and not force:
-        raise ConfigError(f"{out} exists; pass --force to replace it")
     per_key = {}
     for item in key_compression or []:
         k, sep, v = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--key-compression {item!r}: expected KEY=CODEC")
+        if not sep or not k:
+            raise ConfigError(f"--key-compression {item!r}: expected KEY=CODEC with CODEC one "
+                              f"of {', '.join(COMPRESSIONS)}, e.g. --key-compression label=none")
         per_key[k] = v
+    check_codecs(compression, per_key, encode)  # usage errors before any dataset is built
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists; pass --force to replace it")
     setup_logging()
     pm = get_plugin_manager()
     cfg = validate_document(load_config(config, sets or []), pm.registry, allow_imports=allow)
@@ -86,11 +88,24 @@ def export_cmd(
 
     Runs the original and the exported model on samples of the session's data (batch and
     batch size 1) and fails when the largest absolute difference exceeds --tolerance.
-    Writes <stem>.meta.pt / .meta.json (task, class names, input shape, transforms) beside it.
+    Writes <file>.meta.pt / <file>.meta.json (task, class names, input shape, transforms)
+    beside it, e.g. model.onnx.meta.pt, so every format of a session can sit in one folder.
     """
-    from thelper.tools.export import export_model
+    from thelper.exceptions import ConfigError
+    from thelper.tools.export import FORMATS, export_model
 
-    shape = tuple(int(v) for v in input_shape.split(",")) if input_shape else None
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: unknown export format; choose one of "
+                          f"{', '.join(FORMATS)}")
+    shape = None
+    if input_shape:
+        try:
+            shape = tuple(int(v) for v in input_shape.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or min(shape) < 1:
+            raise ConfigError(f"--input-shape {input_shape!r}: expected positive integers "
+                              "C,H,W separated by commas, e.g. --input-shape 3,224,224")
     result = export_model(source, fmt, out, input_shape=shape, tolerance=tolerance,
                           allow_imports=allowed_imports(allow_import))
     typer.echo(f"exported {result.path} ({fmt}); max |difference| {result.max_abs_diff:.3g} "
@@ -105,8 +120,8 @@ def infer_cmd(
                    ] = Path("predictions"),
     split: Annotated[str | None, typer.Option(
         help="Predict this split of the session's config (train, valid or test).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
-    top_k: Annotated[int, typer.Option(help="Classes listed per image.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
+    top_k: Annotated[int, typer.Option(help="Classes listed per image.", min=1)] = 3,
     allow_import: AllowImportOption = None,
 ) -> None:
     """Run a trained model on images (or a split) and write predictions.

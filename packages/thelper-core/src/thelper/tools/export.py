@@ -3,12 +3,19 @@
 Every export is checked against the original model on sample inputs from the session's data
 (or random inputs of a given shape): the largest absolute difference of the outputs must stay
 under a tolerance, at the sample batch size and at batch size 1 (batch size is dynamic).
-A small metadata checkpoint (``<stem>.meta.pt``, plain data) and a JSON copy go beside the
-export: task (class names), input shape and dtype, base transforms, format, measured error.
+A small metadata checkpoint (``<file>.meta.pt``, plain data, e.g. ``model.onnx.meta.pt``) and
+a JSON copy (``<file>.meta.json``) go beside the export: task (class names), input shape and
+dtype, base transforms, file decoder (``input_decoder``: how ``thelper infer`` decodes
+files, see :mod:`thelper.predict`), format, measured error. Named after the whole export file name, they
+let every format of a session sit in one folder.
+
+Models whose input is not one ``(N, ...)`` tensor or whose output is not a tensor (detection
+models: lists of images in, lists of variable-size detections out) are refused up front.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +26,27 @@ import torch
 from thelper.exceptions import ThelperError
 from thelper.tools.loading import load_trained, session_data
 
-__all__ = ["FORMATS", "ExportError", "ExportResult", "export_model", "load_exported"]
+__all__ = ["FORMATS", "ExportError", "ExportUnsupportedError", "ExportResult", "export_model",
+           "load_exported", "meta_path_for"]
 
 FORMATS = {"torchscript": ".ts.pt", "onnx": ".onnx", "exported-program": ".pt2"}
 
 
+#: Weights above this size go to ``<file>.onnx.data`` (ONNX files are protobufs, capped at 2 GiB).
+_ONNX_EXTERNAL_DATA_BYTES = 1536 * 1024**2
+
+
 class ExportError(ThelperError):
     """An export failed or did not reproduce the original model within tolerance."""
+
+
+class ExportUnsupportedError(ExportError):
+    """The request cannot be exported as asked (unknown format, detection model, ...).
+
+    A usage error: the command line exits with code 2.
+    """
+
+    exit_code = 2
 
 
 @dataclass
@@ -53,6 +74,19 @@ def _outputs(value: Any) -> torch.Tensor:
     return value
 
 
+def meta_path_for(path: str | Path) -> Path:
+    """The metadata checkpoint of an export: ``<file>.meta.pt`` (``model.onnx.meta.pt``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".meta.pt")
+
+
+def _unsupported(trained: Any, why: str) -> ExportUnsupportedError:
+    return ExportUnsupportedError(
+        f"cannot export the {trained.task.type_name} model "
+        f"{trained.checkpoint.get('model_type')!r} of {str(trained.path)!r}: {why}; run "
+        "'thelper infer' on the session or checkpoint instead")
+
+
 def _sample_inputs(trained: Any, input_shape: tuple[int, ...] | None, batch: int,
                    allow_imports: tuple[str, ...] = ()) -> torch.Tensor:
     if input_shape is not None:
@@ -65,7 +99,11 @@ def _sample_inputs(trained: Any, input_shape: tuple[int, ...] | None, batch: int
     from torch.utils.data import default_collate
 
     collate = trained.task.collate_fn() or default_collate  # e.g. joint image/mask samples
-    return torch.as_tensor(trained.task.get_input(collate(samples))).float()
+    inputs = trained.task.get_input(collate(samples))
+    if not isinstance(inputs, torch.Tensor):
+        raise _unsupported(trained, f"its input is a {type(inputs).__name__}, and export "
+                           "supports models taking one (N, ...) tensor")
+    return inputs.float()
 
 
 class _Unwrap(torch.nn.Module):
@@ -108,13 +146,30 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
         allow_imports: Modules the command line allows the stored config to import.
 
     Raises:
-        ExportError: Unknown format, export failure, or a difference above ``tolerance``.
+        ExportUnsupportedError: Unknown format, or a model that cannot be exported (detection
+            models, non-tensor inputs or outputs); a usage error (exit code 2).
+        ExportError: Export failure, or a difference above ``tolerance`` (exit code 1).
     """
     if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise ExportUnsupportedError(f"unknown export format {fmt!r}; choose one of "
+                                     f"{', '.join(FORMATS)}")
     trained = load_trained(source)
+    if trained.task.type_name == "detection":
+        raise _unsupported(trained, "it takes lists of images and returns lists of "
+                           "variable-size detections, which export does not support")
     model = _Unwrap(trained.model).eval()
     x = _sample_inputs(trained, input_shape, batch, allow_imports)
+    try:
+        with torch.no_grad():
+            probe = model(x)
+    except Exception as exc:  # noqa: BLE001 - e.g. an --input-shape the model does not take
+        raise ExportError(f"model {trained.checkpoint.get('model_type')!r} fails on check inputs "
+                          f"of shape {list(x.shape)}: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}; check --input-shape"
+                          ) from exc
+    if not isinstance(probe, torch.Tensor):
+        raise _unsupported(trained, f"it returns a {type(probe).__name__}, and export supports "
+                           "models returning a tensor (or a dict with an 'out' tensor)")
     if out is None:
         session_dir = trained.path.parent.parent
         out = session_dir / "export" / f"model{FORMATS[fmt]}"
@@ -129,9 +184,11 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
                 ep = torch.export.export(model, (x,), dynamic_shapes=({0: batch_dim},))
                 torch.export.save(ep, str(out))
             else:
+                Path(str(out) + ".data").unlink(missing_ok=True)  # a previous export's weights
                 torch.onnx.export(model, (x,), str(out), input_names=["input"],
                                   output_names=["output"], dynamo=True,
-                                  dynamic_shapes=({0: batch_dim},), verbose=False)
+                                  dynamic_shapes=({0: batch_dim},), verbose=False,
+                                  **_onnx_external_data(model))
     except Exception as exc:  # noqa: BLE001 - any exporter failure is reported the same way
         raise ExportError(f"{fmt} export of {trained.checkpoint.get('model_type')!r} failed: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
@@ -156,29 +213,75 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
         "input_shape": list(x.shape[1:]),
         "input_dtype": str(x.dtype).replace("torch.", ""),
         "base_transforms": (cfg.get("loaders") or {}).get("base_transforms", []),
+        "input_decoder": _input_decoder(cfg, trained.checkpoint.get("input_shape")
+                                        or list(x.shape[1:])),
         "max_abs_diff": diff,
         "tolerance": tolerance,
         "source": str(trained.path),
         "epoch": trained.checkpoint.get("epoch"),
     }
-    meta_path = out.with_name(out.name.split(".")[0] + ".meta.pt")
+    meta_path = meta_path_for(out)
     torch.save(meta, meta_path)
     meta_path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return ExportResult(out, meta_path, diff, tuple(x.shape))
 
 
+def _input_decoder(config: dict[str, Any], input_shape: list[int]) -> dict[str, Any] | None:
+    """How ``thelper infer`` decodes files for this model (:func:`thelper.predict.decoder_spec`):
+    ``{"type", "params"}``, or ``None`` when its inputs cannot come from files."""
+    from thelper.plugins import get_plugin_manager
+    from thelper.predict import decoder_spec
+
+    try:
+        return decoder_spec(config, input_shape, get_plugin_manager().registry)
+    except ThelperError:  # e.g. feature vectors: such an export refuses files
+        return None
+
+
+def _onnx_external_data(model: torch.nn.Module) -> dict[str, bool]:
+    """``external_data`` for ``torch.onnx.export``: only for weights near ONNX's 2 GiB limit.
+
+    Recent torch versions default to writing the weights to ``<file>.onnx.data`` for every
+    model; one self-contained file is easier to move for the models that fit in one.
+    """
+    if "external_data" not in inspect.signature(torch.onnx.export).parameters:
+        return {}
+    size = sum(t.numel() * t.element_size()
+               for t in (*model.parameters(), *model.buffers()))
+    return {"external_data": size > _ONNX_EXTERNAL_DATA_BYTES}
+
+
+def _find_meta(path: Path) -> Path | None:
+    """The metadata of the export ``path``: ``<file>.meta.pt``, else ``<stem>.meta.pt``
+    (written by earlier versions, shared by every format of one stem)."""
+    for candidate in (meta_path_for(path), path.with_name(path.name.split(".")[0] + ".meta.pt")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def load_exported(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """Load an export and its metadata: ``(callable on (N, ...) tensors, meta)``.
 
+    The metadata is ``<file>.meta.pt`` beside the export (``model.onnx.meta.pt``); exports of
+    earlier versions used ``<stem>.meta.pt`` (``model.meta.pt``), still read when its format
+    matches the file's extension.
+
     Raises:
-        ExportError: The metadata file is missing.
+        ExportError: The metadata file is missing, or describes another format.
     """
     path = Path(path)
-    meta_path = path.with_name(path.name.split(".")[0] + ".meta.pt")
-    if not meta_path.is_file():
-        raise ExportError(f"{meta_path} not found beside {path}; export with 'thelper export'")
+    meta_path = _find_meta(path)
+    if meta_path is None:
+        raise ExportError(f"{meta_path_for(path)} not found beside {path}; export with "
+                          f"'thelper export SESSION --out {path}'")
     meta = torch.load(meta_path, weights_only=True)
     fmt = meta["format"]
+    named = next((f for f, ext in FORMATS.items() if path.name.endswith(ext)), fmt)
+    if named != fmt:
+        raise ExportError(f"{meta_path} describes a {fmt} export, not the {named} file {path}; "
+                          f"re-export it with 'thelper export SESSION --format {named} --out "
+                          f"{path}'")
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return _run_exported(fmt, path, x)
