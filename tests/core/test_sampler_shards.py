@@ -14,7 +14,8 @@ def _shards(make, world: int, **kw) -> list[list[int]]:
         s = make()
         s.set_shard(rank, world, **kw)
         s.set_epoch(3)
-        out.append(list(s))
+        out.append(s.indices())
+        assert list(s) == [(3, i) for i in out[-1]]  # each index comes with its epoch
         assert len(s) == len(out[-1]) == s.shard_size()
     return out
 
@@ -24,7 +25,7 @@ def _shards(make, world: int, **kw) -> list[list[int]]:
 def test_training_shards_are_strided_padded_and_equal(n, world):
     order = EpochSampler(n, shuffle=True, seed=7)
     order.set_epoch(3)
-    full = list(order)
+    full = order.indices()
     shards = _shards(lambda: EpochSampler(n, shuffle=True, seed=7), world)
     assert len({len(s) for s in shards}) == 1  # every rank runs the same number of steps
     if n:
@@ -49,9 +50,10 @@ def test_resume_start_is_a_position_in_the_rank_shard():
     s = EpochSampler(10, shuffle=True, seed=1)
     s.set_shard(1, 2)
     s.set_epoch(2)
-    whole = list(s)
+    whole = s.indices()
     s.set_epoch(2, start=2)
-    assert list(s) == whole[2:] and len(s) == len(whole) - 2
+    assert s.indices() == whole[2:] and len(s) == len(whole) - 2
+    assert list(s) == [(2, i) for i in whole[2:]]
 
 
 def test_weighted_sampler_inherits_sharding():

@@ -109,15 +109,15 @@ def test_class_balanced_sampler_matches_requested_weights(digits):
     labels = [0] * 500 + [1] * 50 + [2] * 50
     s = class_balanced(labels, seed=3, power=1.0, num_samples=6000)
     s.set_epoch(1)
-    hist = Counter(labels[i] for i in s)
+    hist = Counter(labels[i] for i in s.indices())
     for c in (0, 1, 2):  # uniform over classes within 5 %
         assert abs(hist[c] / 6000 - 1 / 3) < 0.05
     half = class_balanced(labels, seed=3, power=0.0, num_samples=6000)
     half.set_epoch(1)
-    assert Counter(labels[i] for i in half)[0] / 6000 > 0.75  # natural distribution kept
+    assert Counter(labels[i] for i in half.indices())[0] / 6000 > 0.75  # natural distribution kept
     w = class_weighted({"a": 1.0, "b": 3.0}, labels, ["a", "b", "c"], seed=1, num_samples=8000)
     w.set_epoch(2)
-    hist = Counter(labels[i] for i in w)
+    hist = Counter(labels[i] for i in w.indices())
     assert hist[2] == 0 and abs(hist[1] / 8000 - 0.75) < 0.03
     again = class_weighted({"a": 1.0, "b": 3.0}, labels, ["a", "b", "c"], seed=1,
                            num_samples=8000)
@@ -193,3 +193,70 @@ def test_batches_sharing_a_first_sample_draw_differently():
     a = sd.__getitems__([3, 0, 1])
     b = sd.__getitems__([3, 5, 7])
     assert float(a[0]["input"]) != float(b[0]["input"])
+
+
+class _PidNoise:
+    """Noise samples that record the process that loaded them."""
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        import os
+
+        import torch
+
+        return {"input": torch.zeros(()), "label": i % 3, "index": i, "pid": os.getpid()}
+
+
+def _epochs(workers: int, epochs=(1, 2)):
+    """``{epoch: (pids, {index: augmented input})}`` of a shuffled 2-worker-capable loader,
+    seeded before each epoch as the trainer does (sampler and ``dataset.epoch``)."""
+    from thelper.data.loaders import SplitDataset, make_loader
+
+    sd = SplitDataset([("d", _PidNoise(), list(range(12)))], "input", _Noise(), seed=5)
+    loader = make_loader(sd, 4, train=True, workers=workers, shuffle=True, pin_memory=False,
+                         drop_last=False, seed=1)
+    out = {}
+    for epoch in epochs:
+        sd.epoch = epoch  # reaches the main process only (a worker holds its own copy)
+        loader.sampler.set_epoch(epoch)
+        pids, values = set(), {}
+        for batch in loader:
+            pids |= set(batch["pid"].tolist())
+            values |= dict(zip(batch["index"].tolist(), batch["input"].tolist(), strict=True))
+        out[epoch] = (pids, values)
+    return loader, out
+
+
+def test_loader_workers_persist_across_epochs():
+    import os
+
+    loader, out = _epochs(workers=2)
+    assert loader.persistent_workers
+    pids1, pids2 = out[1][0], out[2][0]
+    assert os.getpid() not in pids1 and len(pids1) == 2
+    assert pids2 == pids1  # the same worker processes loaded epoch 2
+
+
+def test_persistent_workers_see_each_epoch_and_match_the_main_process():
+    """The epoch travels with the sampler's indices: kept-alive workers draw the epoch-2
+    augmentations (not epoch 1's again), exactly those of a loader without workers."""
+    _, main = _epochs(workers=0)
+    _, two = _epochs(workers=2)
+    assert main[1][1].keys() == main[2][1].keys() == set(range(12))
+    assert all(main[1][1][i] != main[2][1][i] for i in range(12))  # epochs differ
+    assert two[1][1] == main[1][1] and two[2][1] == main[2][1]  # workers change nothing
+    _, again = _epochs(workers=2, epochs=(2,))  # a run resumed at epoch 2
+    assert again[2][1] == main[2][1]
+
+
+def test_epoch_index_pairs_seed_like_the_dataset_epoch():
+    sd = _noisy_split()
+    sd.epoch = 3
+    plain = [s["input"] for s in sd.__getitems__([4, 1, 7])]
+    sd.epoch = 1  # the pairs' epoch wins over the attribute
+    pairs = [s["input"] for s in sd.__getitems__([(3, 4), (3, 1), (3, 7)])]
+    assert pairs == plain and float(sd[(3, 4)]["input"]) != float(sd[4]["input"])
+    with pytest.raises(ValueError, match="mixes epochs"):
+        sd.__getitems__([(1, 0), (2, 1)])

@@ -43,8 +43,50 @@ def test_joint_transforms_move_masks_with_images(registry, name, params):
     out = transform(sample)
     assert isinstance(out["mask"], tv_tensors.Mask)
     assert out["image"].shape[-2:] == out["mask"].shape[-2:]
-    assert torch.equal(out["image"][0].long(), out["mask"].long() * 200)
-    assert int(out["mask"].sum()) > 0
+    inside = out["mask"] != SEG.ignore_index  # rotations and shifts fill the corners
+    assert torch.equal(out["image"][0].long()[inside], out["mask"].long()[inside] * 200)
+    assert not out["image"][0][~inside].any()  # the image is filled with 0 there
+    assert int(out["mask"][inside].sum()) > 0
+
+
+@pytest.mark.parametrize(("name", "params"), [
+    ("pad", {"padding": [3, 5], "fill": 7}),
+    ("random_crop", {"size": [110, 140], "pad_if_needed": True, "fill": 7}),
+    ("random_crop", {"size": [96, 128], "padding": 6, "fill": 7}),
+    ("center_crop", {"size": [104, 131]}),
+    ("random_rotation", {"degrees": [30, 30], "fill": 7}),
+    ("random_affine", {"degrees": 0, "translate": [0.2, 0.2], "fill": 7}),
+])
+def test_padding_fills_masks_with_the_ignore_index(registry, name, params):
+    """Pixels created outside the image are ``ignore_index`` in masks (not class 0, which
+    would train and score them as background) and ``fill`` in images."""
+    from thelper_vision.metrics import MeanIoU
+    from thelper_vision.transforms import MASK_FILL
+
+    assert MASK_FILL == SEG.ignore_index == 255
+    sample = _coins_joint()  # mask: 1 (coin) where the image is 200, else 0
+    torch.manual_seed(1)
+    out = registry.build("transform", name, params)(sample)
+    filled = out["mask"] == SEG.ignore_index
+    assert int(filled.sum()) > 0
+    fill = params.get("fill", 0)
+    assert bool((out["image"][0][filled] == fill).all())  # images keep their fill
+    if fill:  # and only there (the image is 0 or 200 elsewhere)
+        assert not bool((out["image"][0][~filled] == fill).any())
+    if name in ("pad", "center_crop"):  # the whole border
+        assert bool(filled[0].all() and filled[-1].all())
+        assert bool(filled[:, 0].all() and filled[:, -1].all())
+    batch = SEG.collate_fn()([{"input": out, "path": "coins.png"}])
+    assert batch["mask"].dtype == torch.int64
+    assert torch.equal(batch["mask"][0] == SEG.ignore_index, filled)
+    # predicted "coin" on the padding, exact elsewhere: the padding counts nowhere
+    target = batch["mask"]
+    pred = torch.where(target == SEG.ignore_index, torch.ones_like(target), target)
+    logits = torch.nn.functional.one_hot(pred, 2).permute(0, 3, 1, 2).float()
+    miou = MeanIoU(SEG)
+    miou.update(logits, target)
+    assert miou.compute() == 1.0
+    assert int(miou.matrix.sum()) == int((~filled).sum())
 
 
 def test_colour_and_normalisation_leave_masks_alone(registry):

@@ -54,3 +54,36 @@ def test_viz_reports_an_empty_split(tmp_path, coins_segmentation):
     assert main(["viz", str(path), "--split", "test", "--out", str(tmp_path)]) == 2
     with pytest.raises(ConfigError, match="split 'test' is empty"):
         write_batches(path, tmp_path, split="test")
+
+
+def test_viz_draws_tabular_samples_as_a_heat_map(tmp_path, mlp_config):
+    """Digits as 64-feature vectors (``as_image: false``): one heat-map row per sample."""
+    import numpy as np
+
+    path = tmp_path / "mlp.yaml"
+    path.write_text(yaml.safe_dump(mlp_config))
+    assert main(["viz", str(path), "--out", str(tmp_path / "viz"), "--limit", "6"]) == 0
+    png = tmp_path / "viz" / "digits-mlp" / "train_batch0.png"
+    pixels = np.asarray(Image.open(png).convert("RGB"))
+    assert pixels.shape[1] > 300 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+
+
+def test_viz_captions_vectors_and_refuses_scalars(tmp_path):
+    import pytest
+    import torch
+
+    from thelper.exceptions import ConfigError
+    from thelper.tasks import Classification, Regression
+    from thelper_vision.viz import _caption, draw_batch
+
+    names = Classification(["cat", "dog"])
+    batch = {"input": torch.rand(3, 5), "label": torch.tensor([1, 0, 1])}
+    assert [_caption(names, batch, i) for i in range(3)] == ["dog - #0", "cat - #1", "dog - #2"]
+    assert draw_batch(names, batch, tmp_path / "c.png").is_file()
+    values = Regression()
+    assert _caption(values, {"target": torch.tensor([[0.25], [2.0]])}, 0) == "0.25 - #0"
+    assert _caption(values, {"path": ["a/b.png"], "target": torch.rand(1, 2, 2)}, 0) == "b.png"
+    assert draw_batch(values, {"input": torch.rand(2, 300), "target": torch.rand(2, 1)},
+                      tmp_path / "r.png").is_file()
+    with pytest.raises(ConfigError, match=r"images and 1-D feature vectors.*are \(\)"):
+        draw_batch(names, {"input": torch.rand(4), "label": torch.zeros(4)}, tmp_path / "s.png")

@@ -8,6 +8,13 @@ batch ``(N, C, H, W)`` works too) to a transformed tensor, or a joint sample (a 
 joint sample whose members moved together. Random transforms draw from torch's
 global generator, so ``torch.manual_seed`` makes them reproducible.
 
+Geometric transforms that create pixels outside the image (``pad``, ``random_crop`` with
+``padding`` or ``pad_if_needed``, ``center_crop`` larger than the image, ``random_rotation``,
+``random_affine``) fill images (and target images) with ``fill`` and masks
+(``tv_tensors.Mask``) with :data:`MASK_FILL` (255, the segmentation task's default
+``ignore_index``), so that padded pixels count in neither the loss nor the metrics instead
+of training as class 0.
+
 Geometric and colour transforms keep the input dtype. ``to_float`` turns uint8 images into
 float32 in ``[0, 1]``; ``normalize`` does the same before normalising, so it accepts both.
 """
@@ -22,6 +29,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 __all__ = [
+    "MASK_FILL",
+    "CenterCrop",
     "Normalize",
     "center_crop",
     "color_jitter",
@@ -44,9 +53,21 @@ __all__ = [
 ]
 
 
+#: Value of the mask pixels that padding, rotations and shifts create: 255, the default
+#: ``ignore_index`` of the ``segmentation`` task and of ``segmentation_folder`` (PASCAL
+#: VOC's "void"). Masks are ``tv_tensors.Mask`` members of joint samples (uint8 or int64).
+MASK_FILL = 255
+
+
 def _seq(value: Any) -> Any:
     """Lists from the config become tuples (what torchvision documents); scalars pass."""
     return tuple(value) if isinstance(value, list) else value
+
+
+def _fill(fill: float | list[float]) -> dict[Any, Any]:
+    """torchvision's per-type fill: ``fill`` for images (``"others"``), :data:`MASK_FILL`
+    for masks."""
+    return {tv_tensors.Mask: MASK_FILL, "others": _seq(fill)}
 
 
 def resize(*, size: int | list[int], interpolation: str = "bilinear",
@@ -56,17 +77,38 @@ def resize(*, size: int | list[int], interpolation: str = "bilinear",
                      max_size=max_size, antialias=antialias)
 
 
+class CenterCrop(v2.CenterCrop):
+    """``torchvision.transforms.v2.CenterCrop`` padding masks with :data:`MASK_FILL`.
+
+    A crop larger than the image pads it first (torchvision pads everything with 0): images
+    and target images still get 0, masks ``(H, W)`` or ``(1, H, W)`` get
+    :data:`MASK_FILL`, with the same padding on each side so that they stay aligned.
+    """
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            h, w = inpt.shape[-2:]
+            ch, cw = self.size
+            if ch > h or cw > w:  # as torchvision's _center_crop_compute_padding
+                dh, dw = max(ch - h, 0), max(cw - w, 0)
+                inpt = F.pad(inpt, [dw // 2, dh // 2, (dw + 1) // 2, (dh + 1) // 2],
+                             fill=MASK_FILL)
+        return super().transform(inpt, params)
+
+
 def center_crop(*, size: int | list[int]) -> v2.Transform:
-    """Crop the centre: ``(C, H, W)`` -> ``(C, *size)``."""
-    return v2.CenterCrop(_seq(size))
+    """Crop the centre: ``(C, H, W)`` -> ``(C, *size)`` (padded first when smaller: images
+    with 0, masks with :data:`MASK_FILL`)."""
+    return CenterCrop(_seq(size))
 
 
 def random_crop(*, size: int | list[int], padding: int | list[int] | None = None,
                 pad_if_needed: bool = False, fill: float | list[float] = 0,
                 padding_mode: str = "constant") -> v2.Transform:
-    """Crop at a random position: ``(C, H, W)`` -> ``(C, *size)``."""
+    """Crop at a random position: ``(C, H, W)`` -> ``(C, *size)``; constant padding fills
+    images with ``fill`` and masks with :data:`MASK_FILL`."""
     return v2.RandomCrop(_seq(size), padding=_seq(padding), pad_if_needed=pad_if_needed,
-                         fill=_seq(fill), padding_mode=padding_mode)  # type: ignore[arg-type]
+                         fill=_fill(fill), padding_mode=padding_mode)  # type: ignore[arg-type]
 
 
 def random_resized_crop(*, size: int | list[int], scale: list[float], ratio: list[float],
@@ -92,18 +134,20 @@ def random_vertical_flip(*, p: float = 0.5) -> v2.Transform:
 
 def random_rotation(*, degrees: float | list[float], interpolation: str = "nearest",
                     expand: bool = False, fill: float | list[float] = 0) -> v2.Transform:
-    """Rotate by a random angle (degrees, counter-clockwise) about the centre."""
+    """Rotate by a random angle (degrees, counter-clockwise) about the centre; corners
+    outside the image are ``fill`` in images, :data:`MASK_FILL` in masks."""
     return v2.RandomRotation(_seq(degrees), interpolation=v2.InterpolationMode(interpolation),
-                             expand=expand, fill=_seq(fill))
+                             expand=expand, fill=_fill(fill))
 
 
 def random_affine(*, degrees: float | list[float] = 0.0, translate: list[float] | None = None,
                   scale: list[float] | None = None, shear: float | list[float] | None = None,
                   interpolation: str = "nearest", fill: float | list[float] = 0) -> v2.Transform:
-    """Random rotation, translation, scale and shear; the shape ``(C, H, W)`` is kept."""
+    """Random rotation, translation, scale and shear; the shape ``(C, H, W)`` is kept;
+    pixels from outside the image are ``fill`` in images, :data:`MASK_FILL` in masks."""
     return v2.RandomAffine(_seq(degrees), translate=_seq(translate), scale=_seq(scale),
                            shear=_seq(shear), interpolation=v2.InterpolationMode(interpolation),
-                           fill=_seq(fill))
+                           fill=_fill(fill))
 
 
 def color_jitter(*, brightness: float | list[float] | None = None,
@@ -174,8 +218,9 @@ def random_grayscale(*, p: float = 0.1) -> v2.Transform:
 
 def pad(*, padding: int | list[int], fill: float | list[float] = 0,
         padding_mode: str = "constant") -> v2.Transform:
-    """Pad the borders: ``(C, H, W)`` -> ``(C, H + top + bottom, W + left + right)``."""
-    return v2.Pad(_seq(padding), fill=_seq(fill), padding_mode=padding_mode)  # type: ignore[arg-type]
+    """Pad the borders: ``(C, H, W)`` -> ``(C, H + top + bottom, W + left + right)``;
+    constant padding fills images with ``fill`` and masks with :data:`MASK_FILL`."""
+    return v2.Pad(_seq(padding), fill=_fill(fill), padding_mode=padding_mode)  # type: ignore[arg-type]
 
 
 def random_erasing(*, p: float = 0.5, scale: list[float], ratio: list[float],

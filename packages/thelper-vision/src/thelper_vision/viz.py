@@ -21,6 +21,35 @@ from thelper.hookspecs import hookimpl
 __all__ = ["draw_batch", "write_batches", "viz_cmd", "thelper_add_commands"]
 
 
+def _caption(task: Any, batch: dict[str, Any], i: int) -> str:
+    """Caption of sample ``i``: its file name (or ``#i``), after its label when that is one
+    value: the class name for tasks with class names, else the number (regression).
+    Labels that are masks, boxes or images add nothing."""
+    paths = batch.get("path")
+    caption = Path(str(paths[i])).name if paths is not None else f"#{i}"
+    label = batch.get(getattr(task, "label_key", None) or "")
+    try:
+        value = label[i] if label is not None else None
+    except (IndexError, KeyError, TypeError):
+        value = None
+    if value is None:
+        return caption
+    if not isinstance(value, str | int | float):
+        if getattr(value, "numel", lambda: 0)() != 1:
+            return caption
+        value = value.item()
+    names = list(getattr(task, "class_names", None) or [])
+    if names:
+        if isinstance(value, str):
+            index = names.index(value) if value in names else -1
+        else:
+            index = int(value) if float(value).is_integer() else -1
+        return f"{names[index]} - {caption}" if 0 <= index < len(names) else caption
+    if isinstance(value, str):
+        return f"{value} - {caption}"
+    return f"{value:.4g} - {caption}"
+
+
 def _tiles(task: Any, batch: dict[str, Any], limit: int) -> list[tuple[Any, str]]:
     """``[(RGB uint8 (3, H, W), caption)]`` of the first ``limit`` samples of a batch."""
     import torch
@@ -32,10 +61,9 @@ def _tiles(task: Any, batch: dict[str, Any], limit: int) -> list[tuple[Any, str]
     kind = getattr(task, "type_name", "")
     palette = task.palette() if hasattr(task, "palette") else None
     names = list(getattr(task, "class_names", None) or [])
-    paths = batch.get("path")
     out = []
     for i in range(n):
-        caption = Path(str(paths[i])).name if paths is not None else f"#{i}"
+        caption = _caption(task, batch, i)
         image = images[i]
         if kind == "segmentation":
             canvas = draw.overlay_mask(image, batch[task.label_key][i], palette or [], 0.45)
@@ -47,23 +75,70 @@ def _tiles(task: Any, batch: dict[str, Any], limit: int) -> list[tuple[Any, str]
             target = batch[task.label_key][i]
             canvas = draw.grid([image, target], nrow=2)
             caption += " (input | target)"
-        elif kind == "autoencoding":
-            canvas = draw.to_rgb_uint8(image)
         else:
             canvas = draw.to_rgb_uint8(image if isinstance(image, torch.Tensor)
                                        else torch.as_tensor(image))
-            label = batch.get(task.label_key)
-            if label is not None and names:
-                value = label[i]
-                index = int(value) if not isinstance(value, str) else names.index(value)
-                caption = f"{names[index]} - {caption}" if 0 <= index < len(names) else caption
         out.append((canvas, caption))
     return out
 
 
+def _input_kind(task: Any, batch: dict[str, Any]) -> str:
+    """``"vectors"`` for a batch of 1-D feature vectors ``(B, F)``, ``"images"`` for a
+    batch of images ``(B, C, H, W)`` or ``(B, H, W)`` (a list of them for detection).
+
+    Raises:
+        ConfigError: The inputs are neither (e.g. scalars or text), with their shape.
+    """
+    import torch
+
+    from thelper.exceptions import ConfigError
+
+    inputs = batch[task.input_key]
+    if isinstance(inputs, torch.Tensor):
+        if inputs.ndim == 2:
+            return "vectors"
+        if inputs.ndim in (3, 4):
+            return "images"
+        shape = tuple(inputs.shape[1:])
+    elif isinstance(inputs, (list, tuple)) and inputs and all(
+            isinstance(x, torch.Tensor) and x.ndim in (2, 3) for x in inputs):
+        return "images"
+    else:
+        shape = type(inputs[0]).__name__ if len(inputs) else "empty"
+    raise ConfigError(f"viz draws images and 1-D feature vectors; this dataset's samples "
+                      f"({task.input_key!r}) are {shape}")
+
+
+def _draw_vectors(task: Any, batch: dict[str, Any], limit: int, title: str) -> Any:
+    """A heat map of feature vectors: one row per sample ``(F,)``, captioned with its label
+    (class name for classification, value for regression); colour bar in input units."""
+    import matplotlib.pyplot as plt
+
+    x = batch[task.input_key][:limit].detach().cpu().float()  # (n, F)
+    n, f = x.shape
+    captions = [_caption(task, batch, i) for i in range(n)]
+    fig, ax = plt.subplots(figsize=(min(max(6.0, 0.12 * f + 2.5), 16.0), 0.3 * n + 1.6))
+    im = ax.imshow(x.numpy(), aspect="auto", interpolation="nearest", cmap="viridis")
+    ax.set_yticks(range(n), captions, fontsize=7)
+    ax.set_xlabel(f"feature ({f} per sample)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def draw_batch(task: Any, batch: dict[str, Any], path: Path, limit: int = 16,
                title: str = "") -> Path:
-    """Draw the first ``limit`` samples of a collated batch into one PNG at ``path``."""
+    """Draw the first ``limit`` samples of a collated batch into one PNG at ``path``.
+
+    Images (``(B, C, H, W)`` or a list of ``(C, H, W)``) are drawn as a grid of tiles with
+    the task's targets over them; 1-D feature vectors (``(B, F)``, tabular data) as a heat
+    map with one row per sample.
+
+    Raises:
+        ConfigError: The inputs are neither images nor feature vectors.
+    """
     import math
 
     import matplotlib
@@ -71,17 +146,21 @@ def draw_batch(task: Any, batch: dict[str, Any], path: Path, limit: int = 16,
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    tiles = _tiles(task, batch, limit)
-    cols = min(4, len(tiles))
-    rows = math.ceil(len(tiles) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows + 0.4), squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    for ax, (canvas, caption) in zip(axes.ravel(), tiles, strict=False):
-        ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.set_title(caption, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if _input_kind(task, batch) == "vectors":
+        fig = _draw_vectors(task, batch, limit, title)
+    else:
+        tiles = _tiles(task, batch, limit)
+        cols = min(4, len(tiles))
+        rows = math.ceil(len(tiles) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows + 0.4),
+                                 squeeze=False)
+        for ax in axes.ravel():
+            ax.set_axis_off()
+        for ax, (canvas, caption) in zip(axes.ravel(), tiles, strict=False):
+            ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_title(caption, fontsize=8)
+        if title:
+            fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

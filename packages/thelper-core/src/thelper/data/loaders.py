@@ -12,7 +12,12 @@ of an uninterrupted run:
   of the batch then draw in order. A batch is always loaded whole by one process
   (:meth:`SplitDataset.__getitems__`) and a mid-epoch resume restarts at a batch boundary,
   so the draws depend neither on the worker nor on what was loaded before; they differ
-  between epochs and repeat after a resume. ``dataset[i]`` alone is a batch of one.
+  between epochs and repeat after a resume. ``dataset[i]`` alone is a batch of one;
+* the epoch travels with the indices: :class:`EpochSampler` yields ``(epoch, index)``
+  pairs, from which :class:`SplitDataset` takes the epoch of a batch's seed. Loader workers
+  are therefore kept alive across epochs (``persistent_workers``, no start-up cost per
+  epoch) although they hold a copy of the dataset made at the first epoch: its ``epoch``
+  attribute, set in the main process, would be stale there.
 
 Seeding per batch rather than per sample is for speed: reseeding costs tens of microseconds
 (``SeedSequence``, saving and restoring the generator), about as much as a small
@@ -27,7 +32,7 @@ import hashlib
 import itertools
 import random
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,9 +70,14 @@ def batch_seed(seed: int, epoch: int, indices: Sequence[int]) -> int:
     return int.from_bytes(digest, "little")
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler[tuple[int, int]]):
     """Indices of one epoch: a permutation seeded by ``(seed, epoch)``, or ``range(n)``,
-    sharded over the ranks of a job.
+    sharded over the ranks of a job, each yielded with its epoch as ``(epoch, index)``.
+
+    The pairs carry the epoch to :meth:`SplitDataset.__getitems__` in whatever process
+    loads the batch (the per-batch augmentation seed depends on it), so that persistent
+    loader workers need no message from the main process when an epoch starts.
+    :meth:`indices` gives the plain indices.
 
     Args:
         size: Number of samples ``n``.
@@ -90,7 +100,7 @@ class EpochSampler(Sampler[int]):
       single process: metrics reduced over the ranks equal the single-process ones.
 
     Subclasses override :meth:`order` (and :attr:`num_draws` when an epoch is not ``size``
-    draws) and inherit the sharding.
+    draws) and inherit the sharding and the ``(epoch, index)`` pairs.
     """
 
     def __init__(self, size: int, shuffle: bool, seed: int) -> None:
@@ -167,8 +177,15 @@ class EpochSampler(Sampler[int]):
         padded = (order * -(-total // n))[:total]  # repeat the order's start to fill
         return padded[self.rank::self.world_size]
 
-    def __iter__(self):
-        return iter(self.shard(self.order())[self.start:])
+    def indices(self) -> list[int]:
+        """This rank's indices of the epoch, from position ``start`` (what :meth:`__iter__`
+        pairs with the epoch)."""
+        return self.shard(self.order())[self.start:]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """``(epoch, index)`` for each index of :meth:`indices`."""
+        epoch = int(self.epoch)
+        return iter([(epoch, i) for i in self.indices()])
 
     def __len__(self) -> int:
         return max(self.shard_size() - self.start, 0)
@@ -245,6 +262,10 @@ class Compose:
 class SplitDataset(Dataset):
     """Selected samples of one or more datasets, with a transform on the input key.
 
+    Indices are split sample numbers ``i`` or ``(epoch, i)`` pairs (what
+    :class:`EpochSampler` yields): the epoch of a pair seeds the transforms; plain indices
+    use the :attr:`epoch` attribute (set it before each epoch when loading them directly).
+
     Args:
         parts: ``[(dataset_name, dataset, indices)]``.
         input_key: Sample key the transform applies to.
@@ -283,15 +304,35 @@ class SplitDataset(Dataset):
         name, ds, idx = self.parts[part]
         return name, ds, idx[index - self._offsets[part]]
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        """Sample ``index``, its transforms seeded as a batch of one (see the module doc)."""
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any] | None:
+        """Sample ``index`` (or an ``(epoch, index)`` pair), its transforms seeded as a
+        batch of one (see the module doc)."""
         return self.__getitems__([index])[0]
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any] | None]:
+    def _unpack(self, items: Sequence[int | tuple[int, int]]) -> tuple[int, list[int]]:
+        """``(epoch, indices)`` of a batch of indices or ``(epoch, index)`` pairs.
+
+        Raises:
+            ValueError: Pairs of different epochs in one batch.
+        """
+        if not items or not isinstance(items[0], tuple | list):
+            return int(self.epoch), [int(i) for i in items]
+        epochs = {int(e) for e, _ in items}
+        if len(epochs) != 1:
+            raise ValueError(f"one batch mixes epochs {sorted(epochs)}")
+        return epochs.pop(), [int(i) for _, i in items]
+
+    def __getitems__(self, indices: Sequence[int | tuple[int, int]]
+                     ) -> list[dict[str, Any] | None]:
         """The samples of one batch, in order (what ``DataLoader`` calls per batch).
 
         The transforms of the whole batch run under one seed,
-        :func:`batch_seed` ``(seed, epoch, indices)``.
+        :func:`batch_seed` ``(seed, epoch, indices)``, where ``epoch`` comes with the
+        indices (``(epoch, index)`` pairs from :class:`EpochSampler`) or, for plain
+        indices, from :attr:`epoch`.
+
+        Args:
+            indices: Split sample numbers, or ``(epoch, index)`` pairs of one epoch.
 
         Returns:
             One dict per index; ``None`` for an unreadable sample when
@@ -301,11 +342,11 @@ class SplitDataset(Dataset):
             DataError: An unreadable sample (naming the dataset and its index) or a sample
                 without the task's input key.
         """
-        indices = [int(i) for i in indices]
-        if self.transform is None or not indices:
-            return [self._load(i) for i in indices]
-        with _SeededRNG(batch_seed(self.seed, self.epoch, indices)):
-            return [self._load(i) for i in indices]
+        epoch, flat = self._unpack(indices)
+        if self.transform is None or not flat:
+            return [self._load(i) for i in flat]
+        with _SeededRNG(batch_seed(self.seed, epoch, flat)):
+            return [self._load(i) for i in flat]
 
     def _load(self, index: int) -> dict[str, Any] | None:
         name, ds, i = self.locate(index)
@@ -342,8 +383,16 @@ def make_loader(dataset: SplitDataset, batch_size: int, *, train: bool, workers:
     """A ``DataLoader`` for one split (shuffled and with ``drop_last`` only when training).
 
     Its sampler is an :class:`EpochSampler` (``loader.sampler``): call
-    ``loader.sampler.set_epoch(epoch, start)`` and set ``dataset.epoch`` before each epoch.
-    With ``world_size > 1`` it yields rank ``rank``'s shard; ``batch_size`` is per rank.
+    ``loader.sampler.set_epoch(epoch, start)`` before each epoch (and set
+    ``dataset.epoch``, used only by direct ``dataset[i]`` calls). With ``world_size > 1``
+    it yields rank ``rank``'s shard; ``batch_size`` is per rank.
+
+    With ``workers > 0`` the workers persist across epochs (``persistent_workers``): they
+    start once, at the first epoch, and learn each batch's epoch from the sampler's
+    ``(epoch, index)`` pairs. Their NumPy and ``random`` seeds (:func:`seed_worker`) are
+    then drawn once from ``generator``; the transforms do not depend on them (each batch is
+    reseeded). A sampler that is not an :class:`EpochSampler` yields plain indices, whose
+    epoch is the dataset's attribute: its workers restart every epoch, as before.
     """
     if sampler is None:
         sampler = EpochSampler(len(dataset), shuffle=shuffle and train, seed=seed)
@@ -363,6 +412,7 @@ def make_loader(dataset: SplitDataset, batch_size: int, *, train: bool, workers:
         drop_last=drop_last and train,
         worker_init_fn=seed_worker if workers > 0 else None,
         generator=generator,
-        persistent_workers=False,
+        # kept alive across epochs: the epoch reaches them with the indices (see above)
+        persistent_workers=workers > 0 and isinstance(sampler, EpochSampler),
         collate_fn=collate_fn,
     )
