@@ -277,7 +277,8 @@ class ThelperRun:
 
         pm = get_plugin_manager()
         registry = pm.registry
-        cfg = validate_document(document_from_dict(config), registry)
+        cfg = validate_document(document_from_dict(config), registry,
+                                allow_imports=("benchlib",))
         seeds = draw_seeds(cfg.seeds.model_dump())
         session_dir = create_session_dir(Path(save_dir), cfg.name)
         dump = cfg.model_dump(mode="json", exclude_none=False)
