@@ -22,14 +22,19 @@ __all__ = ["app", "main"]
 HELP = """\
 thelper: config-driven PyTorch training sessions.
 
-Describe a session (datasets, loaders, model, trainer) in one YAML/JSON file, check it with
-'thelper config validate', then train it with 'thelper run'.
+Describe a session (datasets, loaders, model, trainer) in YAML/JSON files (one, or several
+merged in order, with bases and groups), check it with 'thelper config validate', then
+train it with 'thelper run'.
 
 Examples:
 
   thelper run examples/digits-classification/config.yaml
 
   thelper run cfg.yaml --save-dir runs --set trainer.epochs=5 --set trainer.device=cpu
+
+  thelper run base.yaml data/coins.yaml --group model=unet   # several files, a group
+
+  thelper config show cfg.yaml --sources    # the resolved config, each value's origin
 
   thelper resume runs/my-session            # continue from ckpt.latest.pt
 
@@ -120,6 +125,48 @@ def _root(
 
 
 # ----------------------------------------------------------------------------- run
+ConfigsArgument = Annotated[list[Path], typer.Argument(
+    metavar="CONFIG",
+    help="Session config (YAML or JSON), or several merged in order (later files win); "
+         "each may name 'bases'. See docs/config/composition.md.")]
+GroupOption = Annotated[list[str] | None, typer.Option(
+    "--group", "-g", metavar="NAME=CHOICE",
+    help="Merge NAME/CHOICE.yaml of a config root after the files (repeatable), e.g. "
+         "--group model=cnn; 'thelper config groups CONFIG' lists them.")]
+ConfigRootOption = Annotated[list[Path] | None, typer.Option(
+    "--config-root", metavar="DIR",
+    help="Also read bases and groups from DIR (repeatable); the directories of the config "
+         "files named are always config roots, and no base is read outside them.")]
+AllowEnvOption = Annotated[bool, typer.Option(
+    "--allow-env",
+    help="Let ${env:VAR} in the config read any environment variable, not only THELPER_* "
+         "ones.")]
+
+
+def _load(configs: list[Path], sets: list[str] | None, groups: list[str] | None,
+          roots: list[Path] | None, allow_env: bool) -> Any:
+    """Read and compose the config files (bases, groups, overrides, interpolations).
+
+    Raises:
+        ConfigError: See :func:`thelper.config.load_config`.
+    """
+    from thelper.config import load_config
+
+    return load_config(configs, sets or [], groups=groups or (), roots=roots or (),
+                       allow_env=allow_env)
+
+
+def _compose_args(groups: list[str] | None, roots: list[Path] | None,
+                  allow_env: bool) -> list[str]:
+    """The composition options as arguments (for the ranks a launch starts)."""
+    out: list[str] = []
+    for g in groups or []:
+        out += ["--group", g]
+    for r in roots or []:
+        out += ["--config-root", str(r)]
+    return out + (["--allow-env"] if allow_env else [])
+
+
 NprocOption = Annotated[int | None, typer.Option(
     "--nproc-per-node", min=1, metavar="N",
     help="Train with N DistributedDataParallel ranks on this machine (gloo on CPUs, nccl on "
@@ -159,20 +206,23 @@ def _launch_if_asked(nproc: int | None, device: str, command: list[str],
     raise typer.Exit(code)
 
 
-def _run(config: Path, save_dir: Path, sets: list[str] | None,
-         nproc: int | None = None, allow_import: list[str] | None = None) -> None:
-    from thelper.config import load_config, validate_document
+def _run(configs: list[Path], save_dir: Path, sets: list[str] | None,
+         nproc: int | None = None, allow_import: list[str] | None = None,
+         groups: list[str] | None = None, roots: list[Path] | None = None,
+         allow_env: bool = False) -> None:
+    from thelper.config import validate_document
     from thelper.runner import run_session
 
     allow = allowed_imports(allow_import)
     pm = _pm()
     _warn_failures(pm)
-    doc = load_config(config, sets or [])
+    doc = _load(configs, sets, groups, roots, allow_env)
     # a bad config fails before any rank starts; run_session validates it again and logs
     # its warnings (once)
     cfg = validate_document(doc, pm.registry, allow_imports=allow, warnings=[])
     _launch_if_asked(nproc, cfg.trainer.device,
-                     ["run", str(config), "--save-dir", str(save_dir)], sets, allow)
+                     ["run", *map(str, configs), "--save-dir", str(save_dir),
+                      *_compose_args(groups, roots, allow_env)], sets, allow)
     session = run_session(doc, save_dir, pm, allow_imports=allow)
     if getattr(session, "is_main", True):
         typer.echo(f"session {session.name}: {session.status}; results in "
@@ -181,25 +231,32 @@ def _run(config: Path, save_dir: Path, sets: list[str] | None,
 
 @app.command("run", cls=_Command)
 def run_cmd(
-    config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
+    config: ConfigsArgument,
     save_dir: Annotated[Path, typer.Option(
         "--save-dir", "-o", help="Where the session directory <name>/ is created.")
     ] = Path("sessions"),
     sets: SetOption = None,
     nproc_per_node: NprocOption = None,
     allow_import: AllowImportOption = None,
+    group: GroupOption = None,
+    config_root: ConfigRootOption = None,
+    allow_env: AllowEnvOption = False,
 ) -> None:
     """Train, validate and test a session; writes SAVE_DIR/<name>/.
 
+    Several config files are merged in order (with their bases), then the --group files,
+    the THELPER_CONFIG__* environment and the --set overrides.
+
     The session directory holds checkpoints/ (ckpt.<epoch>.pt, ckpt.best.pt, ckpt.latest.pt),
-    logs/, output/<name>/{train,valid,test}/ (TensorBoard events, reports), run.json and
-    config.latest.yaml. An existing session directory is never overwritten: resume it or
-    choose another --save-dir or name.
+    logs/, output/<name>/{train,valid,test}/ (TensorBoard events, reports), run.json,
+    config.latest.yaml (the resolved config) and config.sources.yaml (the files as
+    written). An existing session directory is never overwritten: resume it or choose
+    another --save-dir or name.
 
     With --nproc-per-node N (or under torchrun) the session trains on N ranks; rank 0
     writes every file. See docs/distributed.md.
     """
-    _run(config, save_dir, sets, nproc_per_node, allow_import)
+    _run(config, save_dir, sets, nproc_per_node, allow_import, group, config_root, allow_env)
 
 
 @app.command("new", hidden=True, cls=_Command)
@@ -211,7 +268,7 @@ def new_cmd(
     allow_import: AllowImportOption = None,
 ) -> None:
     """Alias of 'run' for thelper 0.6 users (save dir as second argument)."""
-    _run(config, save_dir, sets, allow_import=allow_import)
+    _run([config], save_dir, sets, allow_import=allow_import)
 
 
 @app.command("resume", cls=_Command)
@@ -250,11 +307,14 @@ def resume_cmd(
 
 
 # -------------------------------------------------------------------------- config
-def _validate_output(config: Path, cfg: Any, issues: list[Any], fmt: str,
-                     depth: Any = None, warnings: list[Any] | None = None) -> None:
+def _validate_output(config: str, cfg: Any, issues: list[Any], fmt: str,
+                     depth: Any = None, warnings: list[Any] | None = None,
+                     files: list[str] | None = None) -> None:
     if fmt == "json":
         out: dict[str, Any] = {"file": str(config), "valid": cfg is not None and not issues,
                                "issues": [i.to_dict() for i in issues]}
+        if files and len(files) > 1:
+            out["files"] = files
         if warnings:
             out["warnings"] = [w.to_dict() for w in warnings]
         if depth is not None:
@@ -280,7 +340,7 @@ def _validate_output(config: Path, cfg: Any, issues: list[Any], fmt: str,
 
 @config_app.command("validate", cls=_Command)
 def validate_cmd(
-    config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
+    config: ConfigsArgument,
     sets: SetOption = None,
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="Output format: text or json.")] = "text",
@@ -293,13 +353,17 @@ def validate_cmd(
         "training, validation, the test and a checkpoint round trip, in a temporary "
         "directory that is removed afterwards.")] = False,
     allow_import: AllowImportOption = None,
+    group: GroupOption = None,
+    config_root: ConfigRootOption = None,
+    allow_env: AllowEnvOption = False,
 ) -> None:
     """Check a config against the installed plugins (schema depth: no torch import).
 
-    Every problem is reported at once, one per line, as FILE:LINE:COL: PATH: MESSAGE.
+    Every problem is reported at once, one per line, as FILE:LINE:COL: PATH: MESSAGE,
+    FILE being the file (base, group) that set the value, or as (--set)/(env).
     Exit code 0 when valid, 2 when invalid.
     """
-    from thelper.config import check_document, load_config
+    from thelper.config import check_document
     from thelper.exceptions import ConfigError
 
     if fmt not in ("text", "json"):
@@ -311,7 +375,7 @@ def validate_cmd(
     doc = None
     warnings: list[Any] = []
     try:
-        doc = load_config(config, sets or [])
+        doc = _load(config, sets, group, config_root, allow_env)
         cfg, issues = check_document(doc, pm.registry, failures=pm.failures,
                                      allow_imports=allow, warnings=warnings)
     except ConfigError as exc:
@@ -325,15 +389,97 @@ def validate_cmd(
         depth = run_depth(doc, cfg, pm, "dry-run" if dry_run else "build",
                           keep_traceback=_STATE["traceback"])
         issues = list(depth.issues)
-    _validate_output(config, cfg, issues, fmt, depth, warnings)
+    _validate_output(" + ".join(map(str, config)), cfg, issues, fmt, depth, warnings,
+                     doc.files if doc is not None else None)
     if cfg is None or issues:
         raise typer.Exit(2)
+
+
+@config_app.command("show", cls=_Command)
+def show_cmd(
+    config: ConfigsArgument,
+    sets: SetOption = None,
+    sources: Annotated[bool, typer.Option(
+        "--sources", help="End each line with '# FILE:LINE' of the file that set the value "
+        "(or --set, env, default).")] = False,
+    allow_import: AllowImportOption = None,
+    group: GroupOption = None,
+    config_root: ConfigRootOption = None,
+    allow_env: AllowEnvOption = False,
+) -> None:
+    """Print the resolved config as YAML: bases, files and groups merged, overrides and
+    interpolations applied, defaults filled in (what 'thelper run' would train).
+
+    An invalid config prints its problems like 'config validate' and exits with 2.
+    """
+    from thelper.config import check_document
+    from thelper.config.compose import resolved_yaml, value_sources
+    from thelper.exceptions import ConfigError
+
+    allow = allowed_imports(allow_import)
+    pm = _pm()
+    if pm.failures:
+        _warn_failures(pm)
+    doc = None
+    try:
+        doc = _load(config, sets, group, config_root, allow_env)
+        cfg, issues = check_document(doc, pm.registry, failures=pm.failures,
+                                     allow_imports=allow, warnings=[])
+    except ConfigError as exc:
+        if not exc.issues:
+            raise
+        cfg, issues = None, exc.issues
+    if cfg is None or issues or doc is None:
+        _validate_output(" + ".join(map(str, config)), None, issues, "text")
+        raise typer.Exit(2)
+    data = cfg.model_dump(mode="json", exclude_none=False)
+    typer.echo(resolved_yaml(data, value_sources(doc, pm.registry) if sources else None),
+               nl=False)
+
+
+@config_app.command("groups", cls=_Command)
+def groups_cmd(
+    config: Annotated[list[Path] | None, typer.Argument(
+        metavar="CONFIG", help="Config files whose directories are config roots.")
+    ] = None,
+    config_root: ConfigRootOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the config groups --group can pick: folders of partial configs in the config
+    roots (the directories of CONFIG... and each --config-root), with their choices.
+
+    Folders whose name starts with '_' or '.' (e.g. _bases/) are not groups.
+    """
+    from thelper.config.compose import config_roots, list_groups
+    from thelper.exceptions import ConfigError
+
+    if not config and not config_root:
+        raise typer.BadParameter("name a config file or give --config-root DIR",
+                                 param_hint="CONFIG")
+    for path in config or []:
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist; check the path")
+    roots = config_roots(config or [], config_root or [])
+    found = list_groups(roots)
+    if as_json:
+        typer.echo(json.dumps({"roots": [shown for _, shown in roots], "groups": found},
+                              indent=2))
+        return
+    if not found:
+        typer.echo("no groups in " + ", ".join(shown for _, shown in roots) + " (a group is "
+                   "a folder of .yaml files, picked with --group NAME=CHOICE)")
+        return
+    for name, info in sorted(found.items()):
+        typer.echo(f"{name}: {', '.join(info['choices'])}  ({info['dir']}/)")
 
 
 @config_app.command("schema", cls=_Command)
 def schema_cmd(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the schema to this file instead of stdout.")] = None,
+    partial: Annotated[bool, typer.Option(
+        "--partial", help="The variant for partial files (bases, groups, files with "
+        "'bases'): nothing required, 'bases' and '_delete_' allowed.")] = False,
 ) -> None:
     """Print the JSON Schema of session configs for the installed plugins.
 
@@ -347,6 +493,10 @@ def schema_cmd(
     if pm.failures:
         _warn_failures(pm)
     text = schema_text(pm.registry)
+    if partial:
+        from thelper.config.compose import partial_schema
+
+        text = json.dumps(partial_schema(json.loads(text)), indent=2, ensure_ascii=False) + "\n"
     if output is None:
         typer.echo(text, nl=False)
         return
@@ -510,7 +660,7 @@ def _split_blocked(argv: list[str]) -> tuple[list[str], list[str]]:
 
 #: Commands that finish in a moment; they run with the cyclic garbage collector paused.
 SHORT_COMMANDS = frozenset({("config", "validate"), ("config", "schema"), ("config", "init"),
-                            ("plugins", "list")})
+                            ("config", "show"), ("config", "groups"), ("plugins", "list")})
 
 
 def _is_short(args: list[str]) -> bool:

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from thelper.config import ConfigDocument, document_from_dict, validate_document
+from thelper.config import ConfigDocument, config_hash, document_from_dict, validate_document
+from thelper.config.compose import sources_yaml
 from thelper.exceptions import CheckpointError, ConfigError, SessionError
 from thelper.logs import attach_file_handler, setup_logging
 from thelper.plugins import ThelperPluginManager, get_plugin_manager
@@ -244,6 +245,7 @@ def _record_early_failure(session: Session, error: BaseException,
         write_json(path, {
             "name": session.name, "status": status,
             "error": f"{type(error).__name__}: {error}", "config": session.config,
+            "config_hash": config_hash(session.config),
             "hparams": flatten_hparams(session.config), "metrics": session.history,
             "test": None, "seeds": session.seeds, "platform": platform_info(), "git": None,
             "started_at": session.started_at, "ended_at": now(),
@@ -381,6 +383,7 @@ def run_session(doc: ConfigDocument, save_dir: str | Path,
         session = Session(name=cfg.name, session_dir=Path(session_dir), config=config,
                           cfg=cfg, seeds=seeds, runtime=runtime,
                           plugins=pm if runtime.is_main else SilentPlugins(pm))
+        session.extras["config-sources"] = sources_yaml(doc)  # config.sources.yaml
         with _claimed(Path(session_dir), runtime):
             return _execute(session, pm, ckpt=None)
 

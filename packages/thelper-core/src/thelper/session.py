@@ -520,7 +520,11 @@ class Session:
         return d
 
     def write_config_files(self) -> None:
-        """``logs/config.<time>.yaml`` backup and ``config.latest.yaml`` (rank 0 only).
+        """``logs/config.<time>.yaml`` backup and ``config.latest.yaml`` (the resolved
+        config), and for a new session ``config.sources.yaml``: the files it was composed
+        from as written, and how (``extras["config-sources"]``, see
+        :func:`thelper.config.compose.sources_yaml`). Rank 0 only; a resumed session keeps
+        the sources of its first run.
 
         Raises:
             SessionError: One of them, or ``logs/``, is a symbolic link.
@@ -531,6 +535,9 @@ class Session:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         write_text(safe_path(self.session_dir, f"logs/config.{stamp}.yaml"), text)
         write_text(safe_path(self.session_dir, "config.latest.yaml"), text)
+        sources = self.extras.get("config-sources")
+        if sources and not self.resumed:
+            write_text(safe_path(self.session_dir, "config.sources.yaml"), sources)
 
     def write_packages(self) -> None:
         """``logs/packages.txt``: every installed distribution and version (rank 0 only).

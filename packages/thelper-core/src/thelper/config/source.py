@@ -1,9 +1,11 @@
 """Reading config documents with positions, and merging overrides.
 
 A config is read from YAML or JSON (JSON is parsed by the YAML loader, so both keep line and
-column numbers), then overridden by ``THELPER_CONFIG__A__B=value`` environment variables and
-finally by ``--set a.b.c=value`` arguments. Every value remembers where it came from so that
-validation errors point at ``file:line:col`` or at the override.
+column numbers), composed with its bases, other files and groups
+(:mod:`thelper.config.compose`), then overridden by ``THELPER_CONFIG__A__B=value``
+environment variables and finally by ``--set a.b.c=value`` arguments. Every value remembers
+the file, line and column it came from, or the override that set it, so that validation
+errors point at ``file:line:col`` or at the override.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,9 @@ __all__ = ["ConfigDocument", "load_config", "parse_override", "ENV_PREFIX"]
 
 ENV_PREFIX = "THELPER_CONFIG__"
 Loc = tuple[str | int, ...]
+#: Where a value was read: ``(file, line, column)``, 1-based (``file`` is ``None`` for text
+#: read without a file).
+Position = tuple[str | None, int, int]
 
 
 @dataclass
@@ -31,36 +37,53 @@ class ConfigDocument:
 
     Attributes:
         data: The merged document (dicts, lists, scalars).
-        file: Path of the file it was read from (``None`` for in-memory documents).
-        positions: ``{path: (line, column)}`` (1-based) for values read from the file.
+        file: Path of the first file named (``None`` for in-memory documents).
+        positions: ``{path: (file, line, column)}`` (1-based) for values read from a file:
+            each value knows the file it came from (a base, a group, any of several files).
         overrides: ``{path: source}`` for values set by ``--set`` or the environment.
         issues: Problems found while reading (duplicate keys), reported with the others.
+        files: Every file read, in merge order (bases before the files naming them).
+        texts: ``{file: text}`` of every file read, as written.
+        recipe: How the document was composed: ``files`` (named on the command line),
+            ``groups`` (``NAME=CHOICE``), ``sets``, ``config_roots`` and ``allow_env``;
+            empty for in-memory documents.
     """
 
     data: dict[str, Any]
     file: str | None = None
-    positions: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    positions: dict[Loc, Position] = field(default_factory=dict)
     overrides: dict[Loc, str] = field(default_factory=dict)
     issues: list[ConfigIssue] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The files named on the command line, joined with ``+`` (for messages)."""
+        named = self.recipe.get("files") or ([self.file] if self.file else [])
+        return " + ".join(str(f) for f in named) or "config"
 
     def locate(self, loc: Loc) -> tuple[str | None, int | None, int | None, str]:
         """Where the value at ``loc`` (or its closest ancestor) came from.
 
         Returns:
-            ``(file, line, column, source)`` with source ``"file"``, ``"--set"`` or ``"env"``.
+            ``(file, line, column, source)`` with source ``"file"``, ``"--set"`` or ``"env"``;
+            ``file`` is the file that set the value, whichever base or group it is.
         """
         for i in range(len(loc), -1, -1):
             prefix = tuple(loc[:i])
             if prefix in self.overrides:
                 return None, None, None, self.overrides[prefix]
             if prefix in self.positions:
-                line, col = self.positions[prefix]
-                return self.file, line, col, "file"
+                file, line, col = self.positions[prefix]
+                return file, line, col, "file"
         return self.file, None, None, "file"
 
     def copy(self) -> ConfigDocument:
         return ConfigDocument(copy.deepcopy(self.data), self.file, dict(self.positions),
-                              dict(self.overrides), list(self.issues))
+                              dict(self.overrides), list(self.issues), list(self.files),
+                              dict(self.texts), copy.deepcopy(self.recipe))
 
 
 # libyaml's parser is ~25x faster than the pure-Python one and keeps line/column marks.
@@ -457,15 +480,19 @@ def apply_overrides(doc: ConfigDocument, sets: list[str] | tuple[str, ...] = (),
     return out
 
 
-def _read_config(p: Path) -> str:
+def _read_config(p: Path | str, name: str | None = None) -> str:
     """The text of config file ``p``: a regular file (or a link to one) of at most
     :data:`MAX_CONFIG_BYTES`, opened without blocking (a FIFO would wait for a writer).
+
+    Args:
+        p: The file to open.
+        name: How messages name it (default: ``p``).
 
     Raises:
         ConfigError: ``p`` is missing, a directory, not a regular file, too large,
             unreadable or not UTF-8.
     """
-    name = str(p)
+    name = str(p) if name is None else name
     try:
         st = os.stat(p)  # refuse devices and FIFOs before opening them at all
     except FileNotFoundError:
@@ -514,29 +541,77 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def load_config(path: str | Path, sets: list[str] | tuple[str, ...] = (),
-                environ: dict[str, str] | None = None) -> ConfigDocument:
-    """Read a YAML/JSON config file and apply overrides.
+def read_document(p: Path | str, name: str | None = None
+                  ) -> tuple[dict[str, Any], dict[Loc, Position], list[ConfigIssue], str]:
+    """Read one config file under every guard; no bases, overrides or interpolation.
 
-    The file must be a regular file (symbolic links to one are followed) of at most
-    :data:`MAX_CONFIG_BYTES`; the document may nest at most :data:`MAX_DEPTH` levels,
-    expand to at most :data:`MAX_NODES` values (YAML aliases) and use only YAML's core
-    tags (``!!python/...`` and local ``!tags`` are refused).
+    Args:
+        p: The file to open.
+        name: How positions and messages name it (default: ``p``).
+
+    Returns:
+        ``(data, positions, issues, text)``: the mapping, ``{path: (name, line, column)}``,
+        the duplicate keys found, and the text as read.
 
     Raises:
         ConfigError: The file is missing, not a regular file, too large, unreadable, not
-            parseable, refused by a guard above, or not a mapping.
+            parseable, refused by a guard of :func:`load_config`, or not a mapping.
     """
-    p = Path(path)
-    text = _read_config(p)
-    data, positions, issues = _parse_text(text, str(p))
+    name = str(p) if name is None else name
+    text = _read_config(p, name)
+    data, positions, issues = _parse_text(text, name)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a config must be a mapping of sections "
+        raise ConfigError(f"{name}: a config must be a mapping of sections "
                           f"(name, datasets, loaders, model, trainer), got {type(data).__name__}")
-    return apply_overrides(ConfigDocument(data, str(p), positions, issues=issues), sets,
-                           environ)
+    return data, {k: (name, line, col) for k, (line, col) in positions.items()}, issues, text
+
+
+def load_config(path: str | Path | Sequence[str | Path], sets: list[str] | tuple[str, ...] = (),
+                environ: dict[str, str] | None = None, *, groups: Sequence[str] = (),
+                roots: Sequence[str | Path] = (), allow_env: bool = False) -> ConfigDocument:
+    """Read a YAML/JSON config (or several, merged in order) and apply overrides.
+
+    Each file must be a regular file (symbolic links to one are followed) of at most
+    :data:`MAX_CONFIG_BYTES`; the document may nest at most :data:`MAX_DEPTH` levels,
+    expand to at most :data:`MAX_NODES` values (YAML aliases) and use only YAML's core
+    tags (``!!python/...`` and local ``!tags`` are refused). A file's ``bases``, the
+    ``groups``, and ``${...}`` interpolations are composed as described in
+    :func:`thelper.config.compose.compose`; a single file without any of them reads exactly
+    as in thelper 0.6.
+
+    Args:
+        path: The config file, or several merged in order (later files win).
+        sets: ``--set`` overrides (``a.b=value``), applied last.
+        environ: Environment (default: ``os.environ``) for ``THELPER_CONFIG__*`` overrides
+            and ``${env:VAR}`` interpolations.
+        groups: ``NAME=CHOICE`` selections (``--group``), merged after the files.
+        roots: Extra directories (``--config-root``) bases and groups may be read from,
+            beside the directories of the files given.
+        allow_env: Let ``${env:VAR}`` read variables other than ``THELPER_*``.
+
+    Raises:
+        ConfigError: A file is missing, not a regular file, too large, unreadable, not
+            parseable, refused by a guard above, or not a mapping; or the composition
+            fails (a base outside the config roots, a cycle, a bad interpolation).
+    """
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if len(paths) == 1 and not groups and not roots:  # a plain file reads without compose
+        name = str(paths[0])
+        data, positions, issues, text = read_document(paths[0], name)
+        env = os.environ if environ is None else environ
+        if "bases" not in data and "_delete_" not in text and "${" not in text and not any(
+                "${" in v for v in (*sets, *(v for k, v in env.items()
+                                             if k.startswith(ENV_PREFIX)))):
+            recipe = {"files": [name], "groups": [], "sets": list(sets), "config_roots": [],
+                      "allow_env": bool(allow_env)}
+            doc = ConfigDocument(data, name, positions, issues=issues, files=[name],
+                                 texts={name: text}, recipe=recipe)
+            return apply_overrides(doc, sets, environ)
+    from thelper.config.compose import compose
+
+    return compose(paths, sets, environ, groups=groups, roots=roots, allow_env=allow_env)
 
 
 def document_from_dict(data: dict[str, Any], sets: list[str] | tuple[str, ...] = ()) -> ConfigDocument:

@@ -247,11 +247,17 @@ def _schema_issues(report: _Reporter, exc: ValidationError, registry: Registry,
         report.emit(loc, msg)
 
 
-def _sort_key(item: tuple[int, ConfigIssue]) -> tuple[int, int, int, int]:
-    index, issue = item
-    if issue.source == "file" and issue.line is not None:
-        return 0, issue.line, issue.column or 0, index
-    return 1, 0, 0, index
+def _sort_key(files: dict[str | None, int]) -> Any:
+    """Issues in merge order of their files (bases first), then by position; then the
+    overrides."""
+
+    def key(item: tuple[int, ConfigIssue]) -> tuple[int, int, int, int, int]:
+        index, issue = item
+        if issue.source == "file" and issue.line is not None:
+            return 0, files.get(issue.file, len(files)), issue.line, issue.column or 0, index
+        return 1, 0, 0, 0, index
+
+    return key
 
 
 def _unimportable_params(registry: Registry,
@@ -275,7 +281,8 @@ def check_document(doc: ConfigDocument, registry: Registry, *,
     """Validate ``doc``; return the typed config (or ``None``) and every issue found.
 
     Args:
-        doc: The merged document (file, environment and ``--set`` overrides).
+        doc: The merged document (files with their bases and groups, environment and
+            ``--set`` overrides); each issue is located in the file that set the value.
         registry: Registered components.
         failures: Plugins that failed to load (``PluginFailure``), for install hints.
         allow_imports: Modules the command line allows (``--allow-import``). Each entry of
@@ -332,7 +339,8 @@ def check_document(doc: ConfigDocument, registry: Registry, *,
                 warn=None if notes is None else notes.emit)
     if notes is not None and warnings is not None:
         warnings.extend(notes.issues)
-    issues = [i for _, i in sorted(enumerate(report.issues), key=_sort_key)]
+    order = {f: i for i, f in enumerate(doc.files or [doc.file])}
+    issues = [i for _, i in sorted(enumerate(report.issues), key=_sort_key(order))]
     return (config if not issues else None), issues
 
 
@@ -381,7 +389,7 @@ def validate_document(doc: ConfigDocument, registry: Registry, *,
     if config is None:
         n = len(issues)
         raise ConfigError(
-            f"{doc.file or 'config'}: {n} problem{'s' if n != 1 else ''} found:\n"
+            f"{doc.label}: {n} problem{'s' if n != 1 else ''} found:\n"
             + format_issues(issues),
             issues,
         )

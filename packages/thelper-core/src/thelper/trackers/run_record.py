@@ -1,7 +1,8 @@
 """Run record tracker: keeps ``run.json`` at the session root up to date.
 
 ``run.json`` holds ``name``, ``status`` (``running``, ``completed``, ``failed`` or
-``interrupted``), ``error``, ``config``, ``hparams``, ``metrics`` (per split, per epoch),
+``interrupted``), ``error``, ``config``, ``config_hash`` (the run identity, see
+:func:`thelper.config.config_hash`), ``hparams``, ``metrics`` (per split, per epoch),
 ``best`` (monitored metric, value, epoch), ``test`` (final metrics of the best model),
 ``seeds``, ``platform``, ``git``, ``started_at``, ``ended_at``, ``resumed_at`` and
 ``checkpoints``. It is rewritten atomically after every event, so it is always valid JSON.
@@ -49,6 +50,7 @@ def _write(session: Any) -> None:
 
 @hookimpl
 def thelper_session_start(session: Any) -> None:
+    from thelper.config import config_hash
     from thelper.session import flatten_hparams, git_info, now, platform_info
 
     rec = _record(session)
@@ -61,6 +63,7 @@ def thelper_session_start(session: Any) -> None:
         "status": "running",
         "error": None,
         "config": session.config,
+        "config_hash": config_hash(session.config),
         "hparams": session.hparams or flatten_hparams(session.config),
         "seeds": session.seeds,
         "task": session.task.to_dict() if session.task is not None else None,
