@@ -3,8 +3,9 @@
 Every command that needs data, a model or a trainer from a config calls :func:`assemble`
 (or one of the pure builders it is made of): ``thelper run``/``resume``, ``config validate
 --build/--dry-run``, ``split``, ``export``/``infer`` and plugins such as vision's ``viz``.
-The builders touch no disk; :func:`record` writes what a session keeps about them
-(``logs/splits.json``, ``datasets.txt``, ``task.json``, ``model.txt``), on rank 0 only.
+The builders touch no disk (``model.init_from`` is read); :func:`record` writes what a
+session keeps about them (``logs/splits.json``, ``datasets.txt``, ``task.json``,
+``model.txt``, ``init_from.json``), on rank 0 only.
 """
 
 from __future__ import annotations
@@ -25,12 +26,20 @@ from thelper.data.datasets import check_import_allowed
 from thelper.data.loaders import Compose, SplitDataset, make_loader
 from thelper.data.splits import SPLITS, dataset_labels, split_indices
 from thelper.exceptions import ConfigError, DataError
+from thelper.finetune import (
+    apply_freeze,
+    apply_unfreeze,
+    check_unfreeze,
+    describe,
+    load_init,
+    optimizer_params,
+)
 from thelper.registry import Registry
 from thelper.runtime import Runtime
 from thelper.tasks import Task
 
 __all__ = ["SessionData", "Assembly", "assemble", "record", "build_data", "build_model",
-           "build_transforms"]
+           "build_transforms", "prepare_model"]
 
 
 @dataclass
@@ -67,13 +76,17 @@ class Assembly:
 
     Attributes:
         data: Datasets, task, splits and loaders.
-        model: The model (``None`` when not asked for).
+        model: The model (``None`` when not asked for), with ``model.init_from`` loaded and
+            ``model.freeze`` applied.
         trainer: The registered trainer (``None`` without a session).
+        init_report: What ``model.init_from`` loaded (see
+            :func:`thelper.finetune.load_init`); ``None`` without it and on resume.
     """
 
     data: SessionData
     model: torch.nn.Module | None = None
     trainer: Any = None
+    init_report: dict[str, Any] | None = None
 
 
 def build_transforms(specs: Sequence[Any], registry: Registry) -> list[Any]:
@@ -219,6 +232,51 @@ def build_model(cfg: Any, registry: Registry, task: Task, *, seed: int | None = 
     return model
 
 
+def prepare_model(model: torch.nn.Module, spec: Any, *, init: bool = True,
+                  epoch: int | None = None, logger: logging.Logger | None = None
+                  ) -> dict[str, Any] | None:
+    """Apply the fine-tuning keys of ``model`` (the config section) to a built model.
+
+    Loads ``init_from`` (when ``init``), freezes ``freeze``, checks ``unfreeze`` and, given
+    the ``epoch`` about to start, unfreezes what the schedule unfroze by then (a resume).
+
+    Args:
+        model: The freshly built model.
+        spec: ``cfg.model``.
+        init: Load ``init_from`` (``False`` on resume: the checkpoint holds the weights).
+        epoch: The first epoch the session runs (``session.start_epoch``), or ``None``.
+        logger: Where to log.
+
+    Returns:
+        The ``init_from`` report, or ``None`` when nothing was loaded.
+
+    Raises:
+        ConfigError: See :func:`thelper.finetune.load_init`, :func:`apply_freeze` and
+            :func:`check_unfreeze`.
+        CheckpointError: The ``init_from`` file is unreadable or unsafe.
+    """
+    log = logger or logging.getLogger("thelper")
+    report = None
+    init_from = getattr(spec, "init_from", None)
+    if init_from is not None:
+        if init:
+            report = load_init(model, init_from, logger=log)
+        else:
+            log.info("model.init_from is not loaded when resuming: the checkpoint holds the "
+                     "weights")
+    frozen = apply_freeze(model, getattr(spec, "freeze", None) or [])
+    schedule = getattr(spec, "unfreeze", None) or []
+    check_unfreeze(model, schedule)
+    if frozen:
+        names = set(frozen)
+        count = sum(p.numel() for n, p in model.named_parameters() if n in names)
+        log.info("model.freeze: %d parameter tensor(s) frozen (%s parameters)", len(frozen),
+                 f"{count:,}")
+    if epoch is not None:
+        apply_unfreeze(model, schedule, epoch, logger=log)
+    return report
+
+
 def assemble(cfg: Any, seeds: dict[str, int], registry: Registry,
              runtime: Runtime | None = None, *, session: Any = None, model: bool = True,
              logger: logging.Logger | None = None,
@@ -260,12 +318,17 @@ def assemble(cfg: Any, seeds: dict[str, int], registry: Registry,
         return parts
     with stage("model"):
         parts.model = build_model(cfg, registry, data.task, seed=seeds["torch"])
+        resumed = bool(getattr(session, "resumed", False))
+        parts.init_report = prepare_model(
+            parts.model, cfg.model, init=not resumed, logger=log,
+            epoch=session.start_epoch if session is not None else None)
     n_params = sum(p.numel() for p in parts.model.parameters())
     log.info("model %s: %s parameters", cfg.model.type, f"{n_params:,}")
     if session is not None:
         session.task = data.task
         tcfg = cfg.trainer
         with stage("trainer"):
+            optimizer_params(parts.model, tcfg.optimization.optimizer)  # checks param_groups
             parts.trainer = registry.build("trainer", tcfg.type, tcfg.params,
                                            session=session, model=parts.model, data=data,
                                            registry=registry)
@@ -273,8 +336,13 @@ def assemble(cfg: Any, seeds: dict[str, int], registry: Registry,
 
 
 def record(session: Any, parts: Assembly) -> None:
-    """Write ``logs/splits.json``, ``datasets.txt``, ``task.json`` and ``model.txt``
-    (rank 0 only; the other ranks return at once)."""
+    """Write ``logs/splits.json``, ``datasets.txt``, ``task.json``, ``model.txt`` and, when
+    ``model.init_from`` was loaded, ``init_from.json`` (rank 0 only; the other ranks return
+    at once).
+
+    Raises:
+        SessionError: ``logs/init_from.json`` (or ``logs/``) is a symbolic link.
+    """
     if not session.is_main:
         return
     data, cfg = parts.data, session.cfg
@@ -297,8 +365,11 @@ def record(session: Any, parts: Assembly) -> None:
     model = parts.model
     if model is not None:
         spec = cfg.model
-        n_params = sum(p.numel() for p in model.parameters())
-        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        lines = describe(model, spec, cfg.trainer.optimization.optimizer, parts.init_report)
         text = (f"type: {spec.type}\nparams: {spec.params.model_dump()}\n"
-                f"parameters: {n_params:,} ({n_train:,} trainable)\n\n{model}\n")
+                + "\n".join(lines) + f"\n\n{model}\n")
         (logs / "model.txt").write_text(text)
+    if parts.init_report is not None:
+        from thelper.session import safe_path, write_json
+
+        write_json(safe_path(session.session_dir, "logs/init_from.json"), parts.init_report)

@@ -28,6 +28,9 @@ class SklearnDatasetParams(Params):
     """digits only: samples as ``(1, 8, 8)`` images (else flat ``(64,)`` vectors)."""
     scale: bool = True
     """digits only: scale pixel values from 0..16 to 0..1."""
+    classes: list[str | int] | None = Field(default=None, min_length=1)
+    """Keep only the samples of these classes (by name, e.g. ``[0, 1, 2, 3, 4]`` for the
+    digits 0 to 4); the task then has these classes only, in the data set's order."""
 
 
 class SklearnRegressionParams(Params):

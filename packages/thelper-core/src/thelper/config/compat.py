@@ -40,10 +40,11 @@ LEGACY_KEYS: dict[tuple[str, str], str] = {
     ("loaders", "worker_seed"): "seeds moved to the 'seeds' section: write 'seeds: {worker: N}'",
     ("trainer", "use_tbx"): "TensorBoard logging is always on (the 'tensorboard' plugin); "
                             "remove 'use_tbx' (turn it off with 'thelper -p no:tensorboard')",
-    ("model", "ckptdata"): "fine-tuning from a thelper 0.6 checkpoint is not supported: give "
-                           "the model's 'type' and its weights through its params (e.g. "
-                           "'weights_path' for thelper-vision models); to continue a session "
-                           "use 'thelper resume SESSION_DIR'",
+    ("model", "ckptdata"): "give the model's 'type', and start from a trained session's "
+                           "weights with 'init_from: {path: SESSION_DIR_OR_CHECKPOINT}' "
+                           "(see docs/config/finetuning.md; thelper 0.6 pickled checkpoints "
+                           "are not loaded); to continue a session use 'thelper resume "
+                           "SESSION_DIR'",
     ("", "cudnn_benchmark"): "cuDNN autotuning is not configurable; remove it",
     ("", "cudnn_deterministic"): "write 'trainer: {deterministic: true}'",
     ("", "export"): "thelper 0.6 export configs are not session configs: export a trained "

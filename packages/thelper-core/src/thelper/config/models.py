@@ -29,8 +29,11 @@ __all__ = [
     "DatasetSpec",
     "TransformSpec",
     "ModelSpec",
+    "InitFromConfig",
+    "UnfreezeStep",
     "LossSpec",
     "OptimizerSpec",
+    "ParamGroupSpec",
     "SchedulerSpec",
     "MetricSpec",
     "SamplerSpec",
@@ -147,16 +150,91 @@ class TransformSpec(ComponentSpec):
         return data
 
 
+#: A parameter-name pattern (see :func:`thelper.finetune.matches`): a glob when it holds
+#: ``*``, ``?`` or ``[`` (``features.*``, ``*.bias``), else a module or parameter name that
+#: matches itself and everything under it (``features`` matches ``features.0.weight``).
+NamePattern = Annotated[str, Field(min_length=1, max_length=500)]
+LearningRate = Annotated[float, Field(gt=0.0), BeforeValidator(_real_number),
+                         AllowInfNan(False)]
+Decay = Annotated[float, Field(ge=0.0), BeforeValidator(_real_number), AllowInfNan(False)]
+
+
+class InitFromConfig(Section):
+    """Initialise the model from saved weights before training (a new session with a new
+    optimizer, unlike ``thelper resume``).
+
+    Always read with ``torch.load(weights_only=True)``: a file that pickles objects is
+    refused. See ``docs/config/finetuning.md``.
+    """
+
+    path: str = Field(min_length=1)
+    """A thelper session directory (its ``ckpt.best.pt``, else ``ckpt.latest.pt``), a
+    thelper checkpoint file, or a plain state dict file (``torch.save(model.state_dict(),
+    path)``, e.g. torchvision's ``.pth`` weights)."""
+    key_map: dict[str, str] = Field(default_factory=dict)
+    """Checkpoint key prefix → model key prefix, e.g. ``{"fc.": "head.", "": "backbone."}``.
+    Each key is renamed by the longest prefix that starts it (``""`` matches every key, so
+    it is the fallback); keys that no prefix starts keep their name."""
+    exclude: list[NamePattern] = Field(default_factory=list)
+    """Keys not loaded (patterns matched against the checkpoint's key and the renamed one),
+    e.g. ``[classifier.4]`` for a new head with another number of classes: those model
+    parameters keep their fresh initialisation."""
+    strict: bool = True
+    """Fail when a model parameter (not excluded) is not in the checkpoint, or a checkpoint
+    tensor (not excluded) fits no model parameter; ``false`` loads what matches and reports
+    the rest. Tensors whose shapes differ are always an error (exclude them)."""
+
+
+class UnfreezeStep(Section):
+    """Make frozen parameters trainable from an epoch on."""
+
+    match: NamePattern | list[NamePattern]
+    """Pattern(s) of the parameters to unfreeze (e.g. ``features.*``); each must match a
+    parameter frozen by ``model.freeze``."""
+    at_epoch: Count = Field(ge=1, le=MAX_EPOCHS)
+    """First epoch (1-based) that trains them; ``3`` keeps them frozen for epochs 1 and 2."""
+
+
 class ModelSpec(ComponentSpec):
     """The model to train; its head is sized from the task."""
+
+    init_from: InitFromConfig | None = None
+    """Load weights from a session, checkpoint or state dict file before training (not on
+    ``thelper resume``, whose checkpoint holds the weights)."""
+    freeze: list[NamePattern] = Field(default_factory=list)
+    """Parameters not trained (``requires_grad`` false), by name pattern: ``features.*``,
+    ``*.bn*.weight``, ``layer1``. Each pattern must match a parameter. Frozen parameters stay
+    in the optimizer, so that unfreezing them keeps the optimizer (and its state)."""
+    unfreeze: list[UnfreezeStep] = Field(default_factory=list)
+    """When frozen parameters become trainable, e.g. ``[{match: features.*, at_epoch: 3}]``."""
 
 
 class LossSpec(ComponentSpec):
     """The loss function."""
 
 
+class ParamGroupSpec(Section):
+    """An optimizer parameter group: the parameters a pattern matches, with their own
+    learning rate and weight decay."""
+
+    match: NamePattern | list[NamePattern]
+    """Pattern(s) of parameter names, e.g. ``features.*`` (see ``model.freeze``); a
+    parameter goes to the first group that matches it."""
+    lr: LearningRate | None = None
+    """Learning rate of the group (default: the optimizer's ``lr``); schedulers scale it like
+    the others."""
+    weight_decay: Decay | None = None
+    """Weight decay of the group (default: the optimizer's), e.g. ``0`` for biases and
+    norms."""
+
+
 class OptimizerSpec(ComponentSpec):
     """The optimizer; receives the model's parameters."""
+
+    param_groups: list[ParamGroupSpec] = Field(default_factory=list)
+    """Per-group learning rate and weight decay: ``[{match: features.*, lr: 1.0e-4}]``. A
+    parameter goes to the first group whose pattern matches it; the others form the default
+    group, with the optimizer's params. Every group must match a parameter."""
 
 
 class SchedulerSpec(ComponentSpec):

@@ -29,9 +29,11 @@ Rules:
       shares, the overlap is refused; datasets reading the same files with other params
       (where the overlap cannot be decided) get a warning.
 
-Warnings (``warn``): the paths named by a dataset's ``metadata["paths"]`` params that do
-not exist on this machine (the machine that validates may not be the one that runs), and
-the undecidable split overlaps above. Warnings never make a config invalid.
+Warnings (``warn``): the paths named by a dataset's ``metadata["paths"]`` params and
+``model.init_from.path`` that do not exist on this machine (the machine that validates may
+not be the one that runs), the undecidable split overlaps above, and ``model.unfreeze``
+steps after ``trainer.epochs`` (they only act when a resume adds epochs). Warnings never make
+a config invalid.
 
 Registration metadata read here (all optional): ``tasks`` (losses and metrics: the task
 types they fit), ``task`` (datasets that provide their task: its type, e.g.
@@ -563,25 +565,43 @@ def _leakage(data: dict[str, Any], registry: Registry, emit: Emit, warn: Emit) -
 
 
 # ------------------------------------------------------------------ local paths
+def _missing_path(value: Any, loc: Loc, warn: Emit) -> None:
+    if not isinstance(value, str) or not value or "://" in value:
+        return
+    path = Path(os.path.expanduser(value))
+    try:
+        exists = path.exists()
+    except OSError:  # e.g. a name too long: the run would not find it either
+        exists = False
+    if not exists:
+        where = "" if path.is_absolute() else f" (relative to {os.getcwd()})"
+        warn(loc, f"{value!r} does not exist on this machine{where}; fix the path if the "
+                  "session runs here (not an error: it may run on another machine)")
+
+
 def _paths(data: dict[str, Any], registry: Registry, warn: Emit) -> None:
     for name, spec in _dict(data.get("datasets")).items():
         if not isinstance(spec, dict):
             continue
         params = _dict(spec.get("params"))
         for key in _names(_meta(registry, "dataset", spec.get("type"), "paths")):
-            value = params.get(key)
-            if not isinstance(value, str) or not value or "://" in value:
-                continue
-            path = Path(os.path.expanduser(value))
-            try:
-                exists = path.exists()
-            except OSError:  # e.g. a name too long: the run would not find it either
-                exists = False
-            if not exists:
-                where = "" if path.is_absolute() else f" (relative to {os.getcwd()})"
-                warn(("datasets", name, "params", key),
-                     f"{value!r} does not exist on this machine{where}; fix the path if the "
-                     "session runs here (not an error: it may run on another machine)")
+            _missing_path(params.get(key), ("datasets", name, "params", key), warn)
+    init_from = _dict(_dict(data.get("model")).get("init_from"))
+    _missing_path(init_from.get("path"), ("model", "init_from", "path"), warn)
+
+
+def _unfreeze(data: dict[str, Any], warn: Emit) -> None:
+    """Warn about ``model.unfreeze`` steps that ``trainer.epochs`` never reaches."""
+    epochs = _dict(data.get("trainer")).get("epochs")
+    steps = _dict(data.get("model")).get("unfreeze")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or not isinstance(steps, list):
+        return
+    for i, step in enumerate(steps):
+        at = _dict(step).get("at_epoch")
+        if isinstance(at, int) and not isinstance(at, bool) and at > epochs:
+            warn(("model", "unfreeze", i, "at_epoch"),
+                 f"epoch {at} is after the last epoch (trainer.epochs: {epochs}), so these "
+                 "parameters stay frozen (unless a resume adds epochs); lower at_epoch")
 
 
 def log_warning(norm: Normalized) -> Emit:
@@ -624,3 +644,4 @@ def cross_rules(norm: Normalized, registry: Registry, emit: Emit,
     _task_fit(data, registry, emit)
     _leakage(data, registry, emit, warn)
     _paths(data, registry, warn)
+    _unfreeze(data, warn)

@@ -8,7 +8,7 @@ by torchvision data sets) become ``{"0": x, "1": y, ...}`` so that a task block 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,9 +78,15 @@ class SklearnDataset(Dataset):
         name: ``digits``, ``iris``, ``wine`` or ``breast_cancer``.
         as_image: digits only: ``(1, 8, 8)`` instead of ``(64,)``.
         scale: digits only: divide by 16.
+        classes: Keep only the samples of these class names (``str`` or ``int``); the task
+            has these classes, in the data set's order, and labels index them.
+
+    Raises:
+        DataError: Unknown data set, or a class name the data set does not have.
     """
 
-    def __init__(self, name: str = "digits", as_image: bool = True, scale: bool = True) -> None:
+    def __init__(self, name: str = "digits", as_image: bool = True, scale: bool = True,
+                 classes: Sequence[str | int] | None = None) -> None:
         from sklearn import datasets as skd
 
         loader = getattr(skd, f"load_{name}", None)
@@ -93,11 +99,25 @@ class SklearnDataset(Dataset):
                 x = x / 16.0
             if as_image:
                 x = x.reshape(-1, 1, 8, 8)
+        names = [str(n) for n in bunch.target_names]
+        target = np.asarray(bunch.target, dtype=np.int64)
+        self.classes = None if classes is None else [str(c) for c in classes]
+        if self.classes is not None:
+            unknown = [c for c in self.classes if c not in names]
+            if unknown:
+                raise DataError(f"sklearn data set {name!r} has no class {unknown[0]!r} (its "
+                                f"classes: {', '.join(names)}); fix params.classes")
+            kept = sorted({names.index(c) for c in self.classes})
+            keep = np.isin(target, kept)
+            remap = np.full(len(names), -1, dtype=np.int64)
+            remap[kept] = np.arange(len(kept))
+            x, target = x[keep], remap[target[keep]]
+            names = [names[i] for i in kept]
         self.name = name
         self.inputs = torch.from_numpy(np.ascontiguousarray(x))
-        self.targets: list[int] = [int(t) for t in bunch.target]
+        self.targets: list[int] = [int(t) for t in target]
         self._labels = torch.as_tensor(self.targets, dtype=torch.int64)
-        self.task: Task = Classification([str(n) for n in bunch.target_names])
+        self.task: Task = Classification(names)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -106,7 +126,8 @@ class SklearnDataset(Dataset):
         return {"input": self.inputs[index], "label": self._labels[index]}
 
     def __repr__(self) -> str:
-        return f"SklearnDataset(name={self.name!r}, samples={len(self)})"
+        classes = "" if self.classes is None else f", classes={self.task.class_names!r}"
+        return f"SklearnDataset(name={self.name!r}{classes}, samples={len(self)})"
 
 
 class TorchDatasetAdapter(Dataset):
