@@ -1,19 +1,20 @@
 """Fault tests: kill a run anywhere, resume, get the same model; failures stop cleanly.
 
-The kill tests run `thelper run` in a subprocess, SIGKILL it at seeded random times,
-`thelper resume` it after each kill, and compare the final weights with an uninterrupted
-run, bit for bit.
+The kill tests run `thelper` in a subprocess that SIGKILLs itself at a seeded random point
+of the run (an optimizer step, a validation or test batch, or halfway through writing a
+checkpoint), `thelper resume` it after each kill, and compare the final weights with an
+uninterrupted run, bit for bit. The points are events of the run, not times, so the
+schedule does not depend on the machine's speed.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,111 @@ from thelper.registry import ComponentInfo, Params
 from thelper.runner import resume_session, run_session
 
 THELPER = str(Path(sys.executable).parent / "thelper")
+
+#: ``python KILLER POINT ARGS...`` runs ``thelper ARGS...`` and, at the event ``POINT`` of
+#: the run (JSON), sends itself ``SIGKILL`` (``{"kill": point}``) or ``SIGTERM``
+#: (``{"term": point}``); ``{"record": file}`` appends every event to ``file`` instead, one
+#: JSON line each. The events, in the order of an uninterrupted run:
+#: ``["step", S]`` after the optimizer step that makes S steps (before its checkpoint),
+#: ``["valid", E, B]`` / ``["test", B]`` after the forward of batch B of epoch E's validation
+#: / of the final test, ``["save", NAME, S]`` when checkpoint NAME (at step S) is written to
+#: its temporary file, before the rename that publishes it.
+KILLER = r"""
+import json, os, signal, sys
+
+import torch
+
+from thelper.cli import main
+from thelper.train import trainer as t
+
+spec = json.loads(sys.argv[1])
+record = open(spec["record"], "a") if "record" in spec else None
+target = spec.get("kill") or spec.get("term")
+signum = signal.SIGKILL if "kill" in spec else signal.SIGTERM
+state = {"fit": False, "split": None, "epoch": None, "batch": 0, "saving": None}
+
+
+def point(*key):
+    if record is not None:
+        record.write(json.dumps(key) + "\n")
+        record.flush()
+    elif list(key) == target:
+        os.kill(os.getpid(), signum)
+
+
+def wrap(owner, name, make):
+    setattr(owner, name, make(getattr(owner, name)))
+
+
+def optimizer_step(original):
+    def step(self):
+        original(self)
+        point("step", self.step + 1)
+    return step
+
+
+def fit(original):
+    def run(self):
+        state["fit"] = True
+        try:
+            return original(self)
+        finally:
+            state["fit"] = False
+    return run
+
+
+def evaluate(original):
+    def run(self, split, epoch, *args, **kwargs):
+        state.update(split=split, epoch=epoch, batch=0)
+        try:
+            return original(self, split, epoch, *args, **kwargs)
+        finally:
+            state["split"] = None
+    return run
+
+
+def forward(original):
+    def run(self, batch, model=None):
+        out = original(self, batch, model)
+        if state["split"] is not None:
+            state["batch"] += 1
+            if state["fit"]:
+                point("valid", state["epoch"], state["batch"])
+            else:
+                point("test", state["batch"])
+        return out
+    return run
+
+
+def save_checkpoint(original):
+    def run(data, path):
+        state["saving"] = os.path.basename(path)
+        try:
+            return original(data, path)
+        finally:
+            state["saving"] = None
+    return run
+
+
+def torch_save(original):
+    def run(obj, f, *args, **kwargs):
+        original(obj, f, *args, **kwargs)
+        if state["saving"] is not None:
+            point("save", state["saving"], obj.get("step"))
+    return run
+
+
+wrap(t.Trainer, "optimizer_step", optimizer_step)
+wrap(t.Trainer, "fit", fit)
+wrap(t.Trainer, "evaluate", evaluate)
+wrap(t.Trainer, "_forward", forward)
+wrap(t, "save_checkpoint", save_checkpoint)
+wrap(torch, "save", torch_save)
+sys.exit(main(sys.argv[2:]))
+"""
+
+#: ``resuming from <path> (epoch E, step S)``: a resume from a mid-epoch step checkpoint.
+MID_EPOCH = re.compile(r"resuming from \S+ \(epoch (\d+), step (\d+)\)")
 
 
 def cnn_config(workers: int, epochs: int = 2) -> dict:
@@ -75,76 +181,71 @@ def _status(session_dir: Path) -> str | None:
         return None
 
 
-def _progress(session_dir: Path, steps_per_epoch: int) -> int:
-    """Optimizer steps a run has checkpointed (step and epoch checkpoint names)."""
-    folder = session_dir / "checkpoints"
-    best = -1
-    try:
-        names = [p.name for p in folder.iterdir()]
-    except OSError:
-        return best
-    for name in names:
-        parts = name.split(".")
-        if name.startswith("ckpt.step.") and parts[2].isdigit():
-            best = max(best, int(parts[2]))
-        elif len(parts) == 3 and parts[1].isdigit():
-            best = max(best, int(parts[1]) * steps_per_epoch)
-    return best
+def _killer(tmp_path: Path) -> Path:
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    return script
 
 
-def _kill_and_resume(tmp_path: Path, cfg: dict, kills: int, seed: int) -> Path:
+def _thelper(tmp_path: Path, spec: dict, *args: str) -> subprocess.CompletedProcess:
+    """``thelper ARGS`` under :data:`KILLER` with ``spec``."""
+    return subprocess.run([sys.executable, str(_killer(tmp_path)), json.dumps(spec), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _mid_epoch(point: list, steps_per_epoch: int, every: int) -> bool:
+    """A training step after a step checkpoint of its own epoch (resumed mid-epoch)."""
+    return point[0] == "step" and (point[1] - 1) % steps_per_epoch >= every
+
+
+def _kill_and_resume(tmp_path: Path, cfg: dict, points: list[list], kills: int,
+                     seed: int) -> Path:
+    """Run ``cfg``, SIGKILL it at ``kills`` seeded random points of ``points`` (the events
+    of an uninterrupted run, in order; at least one a mid-epoch training step), resuming it
+    after each, then let it finish."""
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(cfg))
     save = tmp_path / "killed"
     session_dir = save / cfg["name"]
     rng = random.Random(seed)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    killed = 0
+    every = cfg["trainer"]["checkpoint_every_n_steps"]
     steps_per_epoch = -(-int(1797 * 0.8) // 64)  # digits train split, batch 64
-    total_steps = steps_per_epoch * cfg["trainer"]["epochs"]
-    cmd = [THELPER, "run", str(config), "--save-dir", str(save)]
-    for _ in range(kills + 20):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env=env)
-        if killed < kills:
-            # kill at a random point of training, measured in optimizer steps (robust to
-            # the machine's speed): wait until the run has checkpointed past a random step,
-            # then a little longer (so kills also land between checkpoints)
-            target = rng.randint(0, total_steps - 4)
-            deadline = time.time() + 120
-            while proc.poll() is None and time.time() < deadline and \
-                    _progress(session_dir, steps_per_epoch) < target:
-                time.sleep(0.01)
-            try:
-                proc.wait(timeout=rng.uniform(0.0, 0.4))
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                killed += 1
-        else:
-            proc.wait(timeout=300)
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        if proc.returncode == 0 and _status(session_dir) == "completed":
-            break
-        assert proc.returncode in (0, -signal.SIGKILL), err
-        cmd = [THELPER, "resume", str(session_dir)]
+    mid = [i for i, p in enumerate(points) if _mid_epoch(p, steps_per_epoch, every)]
+    # non-decreasing: a resume replays every event after its checkpoint, so each kill point
+    # comes again after the previous kill
+    chosen = sorted([rng.choice(mid)] + [rng.randrange(len(points)) for _ in range(kills - 1)])
+    command = ["run", str(config), "--save-dir", str(save)]
+    for index in chosen:
+        res = _thelper(tmp_path, {"kill": points[index]}, *command)
+        assert res.returncode == -signal.SIGKILL, (points[index], res.stderr[-3000:])
+        command = ["resume", str(session_dir)]
+    res = subprocess.run([THELPER, *command], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
     assert _status(session_dir) == "completed"
-    assert killed >= kills - 1, killed  # a kill drawn after the run's end cannot happen
+    log = (session_dir / "logs" / "trainer.log").read_text()
+    assert MID_EPOCH.search(log), "no resume from a step checkpoint"
+    assert re.search(r"resuming epoch \d+ after \d+ batches \(step \d+\)", log)
     return session_dir
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """Uninterrupted runs (workers 0 and 2) in subprocesses, like the killed ones."""
+    """Uninterrupted runs (workers 0 and 2) in subprocesses, like the killed ones, and the
+    events of the run (``points``, the same for both)."""
     out = {}
     for workers in (0, 2):
         tmp = tmp_path_factory.mktemp(f"ref{workers}")
         config = tmp / "cfg.yaml"
         config.write_text(yaml.safe_dump(cnn_config(workers)))
-        res = subprocess.run([THELPER, "run", str(config), "--save-dir", str(tmp)],
-                             capture_output=True, text=True, timeout=300)
+        events = tmp / "events.jsonl"
+        res = _thelper(tmp, {"record": str(events)}, "run", str(config), "--save-dir",
+                       str(tmp))
         assert res.returncode == 0, res.stderr
         out[workers] = _weights(tmp / "kill-me")
+        points = [json.loads(line) for line in events.read_text().splitlines()]
+        assert out.setdefault("points", points) == points
+    kinds = {p[0] for p in out["points"]}
+    assert kinds == {"step", "valid", "test", "save"}, kinds
     return out
 
 
@@ -155,37 +256,42 @@ def test_workers_do_not_change_the_result(reference):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_sigkill_anywhere_then_resume_is_bit_identical(tmp_path, reference, workers):
-    session_dir = _kill_and_resume(tmp_path, cnn_config(workers), kills=5, seed=workers)
+    session_dir = _kill_and_resume(tmp_path, cnn_config(workers), reference["points"],
+                                   kills=5, seed=workers)
     _assert_identical(reference[workers], _weights(session_dir))
-    log = (session_dir / "logs" / "trainer.log").read_text()
-    assert "resuming" in log
 
 
 @pytest.mark.slow
 def test_twenty_kills_then_resume_is_bit_identical(tmp_path, reference):
-    session_dir = _kill_and_resume(tmp_path, cnn_config(0), kills=20, seed=42)
+    session_dir = _kill_and_resume(tmp_path, cnn_config(0), reference["points"], kills=20,
+                                   seed=42)
     _assert_identical(reference[0], _weights(session_dir))
 
 
-def test_sigterm_writes_a_final_checkpoint_and_resumes_exactly(tmp_path, reference):
+# validation and test: also in-process in test_signals.py
+@pytest.mark.parametrize("point", [
+    pytest.param(["step", 10], id="train"),
+    pytest.param(["valid", 2, 3], id="valid", marks=pytest.mark.slow),
+    pytest.param(["test", 2], id="test", marks=pytest.mark.slow)])
+def test_sigterm_writes_a_final_checkpoint_and_resumes_exactly(tmp_path, reference, point):
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(cnn_config(0)))
     session_dir = tmp_path / "kill-me"
-    proc = subprocess.Popen([THELPER, "run", str(config), "--save-dir", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((session_dir / "checkpoints").glob("ckpt.step.*")
-                                              if session_dir.exists() else []):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    res = _thelper(tmp_path, {"term": point}, "run", str(config), "--save-dir", str(tmp_path))
+    assert res.returncode == 130, res.stderr[-3000:]
+    assert "received signal 15" in res.stderr
     assert _status(session_dir) == "interrupted"
     latest = torch.load(session_dir / "checkpoints" / "ckpt.latest.pt", weights_only=True)
-    assert latest["in_epoch"] is not None or latest["epoch"] >= 1
+    if point[0] == "step":  # a step checkpoint at the step of the signal
+        assert latest["step"] == 10 and latest["in_epoch"]["batches"] == 10
+    elif point[0] == "valid":  # the trained epoch 2, to validate again
+        assert latest["step"] == 46 and latest["in_epoch"]["trained"]
+    else:  # the end of training, to test again
+        assert latest["epoch"] == 2 and latest["in_epoch"] is None
     res = subprocess.run([THELPER, "resume", str(session_dir)], capture_output=True, text=True,
-                         timeout=300)
+                         timeout=600)
     assert res.returncode == 0, res.stderr
+    assert _status(session_dir) == "completed"
     _assert_identical(reference[0], _weights(session_dir))
 
 

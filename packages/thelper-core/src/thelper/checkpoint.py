@@ -6,7 +6,12 @@ thelper installed. Keys:
 ``format`` (``"thelper-checkpoint/1"``), ``version``, ``name``, ``epoch`` (1-based, last
 finished), ``step`` (optimizer steps so far), ``model`` (state dict), ``model_type``,
 ``model_params``, ``optimizer``, ``scheduler`` (state dicts or ``None``), ``monitor``
-(metric, goal, best value, best epoch), ``early_stopping``, ``history`` (metrics per split and
+(metric, goal, best value, best epoch), ``early_stopping``, ``top_k`` (with
+``trainer.save_top_k``: the kept ``ckpt.epoch<NNNN>-<metric><value>.pt`` files, best first,
+``[{file, epoch, value}]``; a resume keeps exactly these), ``ema`` (with ``trainer.ema``:
+``{model, n_averaged, decay, every_n_steps}``, the moving average of the weights as a state
+dict with the keys of ``model``; else ``None``), ``elapsed_time`` (seconds of training,
+summed over the resumes, for ``trainer.max_time``), ``history`` (metrics per split and
 epoch), ``rng`` (Python, NumPy, torch CPU/CUDA states), ``config`` (the session config),
 ``task`` (``{type, params}``), ``seeds``, ``source`` (host, time), ``torch`` (version),
 ``input_shape`` (per-sample input shape seen in training), ``skipped_samples``, and

@@ -1,6 +1,8 @@
 """The ``thelper`` command line.
 
-Exit codes: 0 success, 1 runtime failure, 2 invalid config or usage, 130 interrupted.
+Exit codes: 0 success, 1 runtime failure, 2 invalid config or usage, 3 training time limit
+reached (``trainer.max_time``; resumable), 75 stopped for a requeue (SIGUSR1; resumable),
+130 interrupted.
 User mistakes print one ``error:`` line (no traceback unless ``--traceback``).
 """
 
@@ -711,6 +713,9 @@ def _main(args: list[str], enable_gc: bool) -> int:
         app(args=args, prog_name="thelper", standalone_mode=True)
         return 0
     except SystemExit as exc:  # typer/click: usage errors exit 2, --help exits 0
+        stop = _stop_of(exc)  # typer turns a KeyboardInterrupt into exit 130
+        if stop is not None:
+            return _stop_code(stop)
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except ThelperError as exc:
@@ -718,15 +723,35 @@ def _main(args: list[str], enable_gc: bool) -> int:
             raise
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _stop_code(exc)
     except Exception as exc:  # unexpected failures: one line unless --traceback
         if _STATE["traceback"]:
             raise
         typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with --traceback "
                    "for details)", err=True)
         return 1
+
+
+def _stop_of(exc: BaseException) -> BaseException | None:
+    """The stop (a ``KeyboardInterrupt`` that carries an ``exit_code``, e.g. the trainer's
+    ``TimeLimitReached``) behind the ``SystemExit`` that typer made of it, if any."""
+    seen = exc.__cause__ or exc.__context__
+    for _ in range(4):
+        if seen is None:
+            return None
+        if isinstance(seen, KeyboardInterrupt) and hasattr(seen, "exit_code"):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _stop_code(exc: BaseException) -> int:
+    """Exit code of a stop: 130 (interrupted), or the ``exit_code`` that a
+    ``thelper.train.trainer.StopRequested`` carries: 3 (time limit), 75 (requeue)."""
+    typer.echo(getattr(exc, "summary", "interrupted"), err=True)
+    code = getattr(exc, "exit_code", 130)
+    return code if isinstance(code, int) else 130
 
 
 def entry() -> None:  # pragma: no cover - console script

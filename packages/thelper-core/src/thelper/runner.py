@@ -31,6 +31,9 @@ from thelper.session import (
 
 __all__ = ["run_session", "resume_session"]
 
+#: SIGUSR1 (absent on Windows): checkpoint and exit 75, to be requeued.
+_REQUEUE: int | None = getattr(signal, "SIGUSR1", None)
+
 
 def _config_dump(cfg: Any, seeds: dict[str, int]) -> dict[str, Any]:
     data = cfg.model_dump(mode="json", exclude_none=False)
@@ -114,17 +117,21 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
         status = "completed"
     except KeyboardInterrupt as exc:
         status, error = "interrupted", exc
+        what = getattr(exc, "summary", "interrupted")
+        if getattr(exc, "reason", None) == "time_limit":
+            log.warning("%s", exc)
         if eval_only:
-            log.warning("evaluation interrupted; evaluate again with 'thelper resume %s "
-                        "--eval-only'", session.session_dir)
+            log.warning("evaluation %s; evaluate again with 'thelper resume %s --eval-only'",
+                        what, session.session_dir)
         else:
-            log.warning("interrupted; the latest checkpoint is kept, continue with 'thelper "
-                        "resume %s'", session.session_dir)
+            log.warning("%s; the latest checkpoint is kept, continue with 'thelper resume "
+                        "%s'", what, session.session_dir)
         raise
     except BaseException as exc:
         error = exc
         raise
     finally:
+        session.extras["stopped"] = _stopped(trainer, status, error)
         if started:
             session.status = status
             try:
@@ -146,6 +153,24 @@ def _execute(session: Session, pm: ThelperPluginManager, *, ckpt: dict[str, Any]
             logging.getLogger("thelper").removeHandler(handler)
             handler.close()
     return session
+
+
+def _stopped(trainer: Any, status: str, error: BaseException | None) -> dict[str, Any]:
+    """run.json's ``stopped_reason``, ``stopped_epoch`` and ``stopped_step``: why the
+    session ended (``completed``, ``early_stopping``, ``time_limit``, ``requeue``,
+    ``interrupted`` or ``failed``), in which epoch (the one in progress, or the last one
+    trained) and after how many optimizer steps."""
+    epoch = getattr(trainer, "epoch", None)
+    step = getattr(trainer, "step", None)
+    if status == "completed":
+        done = getattr(trainer, "stopped", None) or {}
+        return {"reason": done.get("reason", "completed"), "epoch": done.get("epoch", epoch),
+                "step": done.get("step", step)}
+    reason = getattr(error, "reason", None) or (
+        "interrupted" if status == "interrupted" else "failed")
+    if getattr(error, "epoch", None) is not None:  # a StopRequested says where
+        epoch, step = error.epoch, error.step  # type: ignore[union-attr]
+    return {"reason": reason, "epoch": epoch, "step": step}
 
 
 def _on_main(runtime: Any, fn: Any) -> Any:
@@ -210,7 +235,9 @@ def _install_stop_handlers(session: Session) -> dict[int, Any]:
     """SIGINT/SIGTERM ask the trainer to stop after the current batch, in every phase:
     training (after a step checkpoint), validation (after a checkpoint of the trained epoch)
     and the final test; the session ends ``interrupted`` (exit code 130) and ``thelper
-    resume`` continues it. Under several ranks the ranks agree on it every
+    resume`` continues it. SIGUSR1 (a scheduler's warning before its time limit) does the
+    same, but ends with ``stopped_reason: requeue`` and exit code 75, for the batch script
+    to requeue the job. Under several ranks the ranks agree on it every
     ``log_every_n_steps`` steps or batches.
 
     A second signal stops at once (``KeyboardInterrupt``).
@@ -221,10 +248,11 @@ def _install_stop_handlers(session: Session) -> dict[int, Any]:
         if getattr(session, "stop_requested", None):
             raise KeyboardInterrupt(f"signal {signum}")
         session.stop_requested = signum  # type: ignore[attr-defined]
-        session.logger.warning("received signal %d: stopping after the current batch (send "
-                               "it again to stop at once)", signum)
+        session.logger.warning("received signal %d: stopping after the current batch%s (send "
+                               "it again to stop at once)", signum,
+                               ", for a requeue" if signum == _REQUEUE else "")
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, *([_REQUEUE] if _REQUEUE else [])):
         try:
             previous[signum] = signal.signal(signum, _handler)
         except ValueError:  # not in the main thread
@@ -244,7 +272,10 @@ def _record_early_failure(session: Session, error: BaseException,
     try:
         write_json(path, {
             "name": session.name, "status": status,
-            "error": f"{type(error).__name__}: {error}", "config": session.config,
+            "error": f"{type(error).__name__}: {error}",
+            "stopped_reason": getattr(error, "reason", None) or (
+                "interrupted" if status == "interrupted" else "failed"),
+            "config": session.config,
             "config_hash": config_hash(session.config),
             "hparams": flatten_hparams(session.config), "metrics": session.history,
             "test": None, "seeds": session.seeds, "platform": platform_info(), "git": None,

@@ -9,6 +9,7 @@ the whole document, third-party params included.
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -41,7 +43,9 @@ __all__ = [
     "LoadersConfig",
     "OptimizationConfig",
     "EarlyStoppingConfig",
+    "EmaConfig",
     "TrainerConfig",
+    "parse_max_time",
     "ImportsConfig",
     "SessionConfig",
     "SPLITS",
@@ -363,7 +367,84 @@ class EarlyStoppingConfig(Section):
     patience: Count = Field(ge=1, le=MAX_EPOCHS)
     """Epochs without improvement before stopping."""
     min_delta: Finite = Field(default=0.0, ge=0.0)
-    """Smallest change that counts as an improvement."""
+    """Smallest change that counts as an improvement (also for choosing ``ckpt.best.pt``)."""
+    mode: Literal["min", "max"] | None = None
+    """Whether the monitored metric improves by going down (``min``) or up (``max``);
+    default: the metric's goal (``min`` for ``loss``). A mode that contradicts the goal is
+    an error."""
+
+
+#: ``DD:HH:MM:SS`` (Lightning's ``max_time`` string): days, then hours below 24 and minutes
+#: and seconds below 60.
+MAX_TIME_PATTERN = r"^\d{1,4}:([01]\d|2[0-3]):[0-5]\d:[0-5]\d$"
+#: The longest ``trainer.max_time``: 10,000 days.
+MAX_TIME_SECONDS = 10_000 * 86_400
+
+
+def parse_max_time(value: str | float | int) -> float:
+    """Seconds of a ``trainer.max_time``: ``"DD:HH:MM:SS"`` or a number of seconds.
+
+    Raises:
+        ValueError: Not of that form, not above 0, or above 10,000 days.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.match(MAX_TIME_PATTERN, text):
+            raise ValueError(f"{value!r} is not a duration: write 'DD:HH:MM:SS' (e.g. "
+                             "'00:12:00:00' for 12 hours; hours below 24, minutes and "
+                             "seconds below 60) or a number of seconds (e.g. 43200)")
+        days, hours, minutes, seconds = (int(p) for p in text.split(":"))
+        total = float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        total = float(value)
+        if not math.isfinite(total):
+            raise ValueError(f"{value!r} is not a finite number of seconds")
+    else:
+        raise ValueError(f"{value!r} is not a duration: write 'DD:HH:MM:SS' or a number of "
+                         "seconds")
+    if total <= 0:
+        raise ValueError(f"{value!r} is not above 0 seconds; leave max_time out (null) for "
+                         "no time limit")
+    if total > MAX_TIME_SECONDS:
+        raise ValueError(f"{value!r} is above 10,000 days; leave max_time out (null) for no "
+                         "time limit")
+    return total
+
+
+def _max_time(value: Any) -> Any:
+    """Check a ``max_time`` (booleans included: YAML reads ``yes`` as true); keep it as
+    written."""
+    if value is None:
+        return value
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "max_time", "Input should be 'DD:HH:MM:SS' or a number of seconds, not a "
+            "boolean")
+    try:
+        parse_max_time(value)
+    except ValueError as exc:
+        raise PydanticCustomError("max_time", str(exc)) from None
+    return value
+
+
+#: A duration: ``"DD:HH:MM:SS"`` or seconds (the bounds before the validator, so that the
+#: JSON schema keeps them).
+MaxTime = Annotated[
+    Annotated[str, Field(pattern=MAX_TIME_PATTERN)]
+    | Annotated[float, Field(gt=0.0, le=MAX_TIME_SECONDS), AllowInfNan(False)],
+    BeforeValidator(_max_time)]
+
+
+class EmaConfig(Section):
+    """An exponential moving average of the weights, evaluated and checkpointed beside them
+    (``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``)."""
+
+    decay: Annotated[float, Field(gt=0.0, lt=1.0), BeforeValidator(_real_number),
+                     AllowInfNan(False)] = 0.999
+    """Weight of the average at each update: ``ema = decay * ema + (1 - decay) * weights``
+    (above 0, below 1; ``0.999`` averages over about the last 1000 updates)."""
+    every_n_steps: Steps = 1
+    """Update the average every N optimizer steps."""
 
 
 class TrainerConfig(Section):
@@ -389,11 +470,23 @@ class TrainerConfig(Section):
     compile: bool = False
     """Compile the model with ``torch.compile`` for training (needs a C++ compiler on CPU)."""
     save_freq: Count = Field(default=1, ge=1, le=MAX_EPOCHS)
-    """Keep ``checkpoints/ckpt.<epoch>.pt`` every N epochs (latest and best are always kept)."""
+    """Keep ``checkpoints/ckpt.<epoch>.pt`` every N epochs (latest and best are always kept);
+    not with ``save_top_k``."""
+    save_top_k: Count | None = Field(default=None, ge=1, le=MAX_EPOCHS)
+    """Keep the checkpoints of the K best epochs by the monitored metric,
+    ``ckpt.epoch<NNNN>-<metric><value>.pt``, instead of ``ckpt.<epoch>.pt`` every
+    ``save_freq`` epochs (latest and best are always kept)."""
     monitor: str = "loss"
     """Metric that selects ``ckpt.best.pt`` (on the validation split when there is one)."""
     early_stopping: EarlyStoppingConfig | None = None
     """Stop early when the monitored metric stalls."""
+    max_time: MaxTime | None = None
+    """Training time limit, ``"DD:HH:MM:SS"`` or seconds, summed over the resumes: the loop
+    stops at the next step with a checkpoint, status ``interrupted``, ``stopped_reason:
+    time_limit`` and exit code 3 (resume with a larger ``max_time``)."""
+    ema: EmaConfig | None = None
+    """Exponential moving average of the weights, e.g. ``{decay: 0.999}``: validation and
+    test use it (the monitored metric is the average's)."""
     optimization: OptimizationConfig
     """Loss, optimizer and scheduler."""
     metrics: dict[str, MetricSpec] = Field(default_factory=dict)
@@ -429,6 +522,20 @@ class TrainerConfig(Section):
             data = dict(data)
             data.pop("type")
         return data
+
+    @field_validator("save_top_k")
+    @classmethod
+    def _top_k_or_freq(cls, value: int | None, info: ValidationInfo) -> int | None:
+        freq = info.data.get("save_freq", 1)
+        if value is not None and freq != 1:
+            raise PydanticCustomError(
+                "save_top_k", "save_top_k ({k}) replaces the ckpt.<epoch>.pt files that "
+                "save_freq ({freq}) keeps: set only one of them", {"k": value, "freq": freq})
+        return value
+
+    def max_time_seconds(self) -> float | None:
+        """``max_time`` in seconds (``None``: no limit)."""
+        return None if self.max_time is None else parse_max_time(self.max_time)
 
 
 class ImportsConfig(Section):

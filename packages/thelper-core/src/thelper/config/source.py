@@ -202,6 +202,10 @@ class _Walk:
         tag = node.tag
         if tag == _STR or tag == _VALUE or tag == _MERGE:  # "=" and "<<" as values: text
             return node.value
+        if tag == _INT and ":" in node.value and not node.style:
+            # YAML 1.1 reads 12:00:00 as a base-60 integer (43200): in a config it is a
+            # duration or a time of day (trainer.max_time), so it stays text
+            return node.value
         if tag == _INT:
             digits = len(node.value) - node.value.count("_") - (node.value[:1] in "+-")
             if digits > MAX_INT_DIGITS:

@@ -1,11 +1,16 @@
 """Run record tracker: keeps ``run.json`` at the session root up to date.
 
 ``run.json`` holds ``name``, ``status`` (``running``, ``completed``, ``failed`` or
-``interrupted``), ``error``, ``config``, ``config_hash`` (the run identity, see
-:func:`thelper.config.config_hash`), ``hparams``, ``metrics`` (per split, per epoch),
-``best`` (monitored metric, value, epoch), ``test`` (final metrics of the best model),
-``seeds``, ``platform``, ``git``, ``started_at``, ``ended_at``, ``resumed_at`` and
-``checkpoints``. It is rewritten atomically after every event, so it is always valid JSON.
+``interrupted``), ``stopped_reason`` (why it ended: ``completed``, ``early_stopping``,
+``time_limit``, ``requeue``, ``interrupted`` or ``failed``; ``null`` while running) with
+``stopped_epoch`` and ``stopped_step``, ``error``, ``config``, ``config_hash`` (the run
+identity, see :func:`thelper.config.config_hash`), ``hparams``, ``metrics`` (per split, per
+epoch), ``best`` (monitored metric, value, epoch), ``test`` (final metrics of the best
+model), ``seeds``, ``platform``, ``git``, ``started_at``, ``ended_at``, ``resumed_at`` and
+``checkpoints`` (``best``, ``latest``, ``epochs`` and, with ``trainer.save_top_k``,
+``top_k``: ``[{path, epoch, metric, value}]``, best first, as the trainer publishes it in
+``session.extras["top_k"]``). It is rewritten atomically after every event, so it is always
+valid JSON.
 
 Every ``thelper`` command imports this module (it is a plugin of the core), so the session
 helpers are imported inside the hooks, which only run during a session.
@@ -45,6 +50,9 @@ def _write(session: Any) -> None:
 
     rec = _record(session)
     rec["metrics"] = session.history
+    top_k = session.extras.get("top_k")
+    if top_k is not None and isinstance(rec.get("checkpoints"), dict):
+        rec["checkpoints"]["top_k"] = [dict(e) for e in top_k]
     write_json(_path(session), rec)
 
 
@@ -70,6 +78,9 @@ def thelper_session_start(session: Any) -> None:
         "platform": {**platform_info(), "device": session.device},
         "git": git_info(),
         "ended_at": None,
+        "stopped_reason": None,
+        "stopped_epoch": None,
+        "stopped_step": None,
     })
     rec.setdefault("test", None)
     rec.setdefault("checkpoints", {})
@@ -91,6 +102,8 @@ def thelper_checkpoint_saved(session: Any, path: Path, epoch: int, is_best: bool
     if path.name.startswith("ckpt.step."):  # mid-epoch: linked as ckpt.latest.pt, rotated
         rec["checkpoints"]["latest"] = {"path": "checkpoints/ckpt.latest.pt", "epoch": epoch,
                                         "step": int(path.name.split(".")[2])}
+        return
+    if path.name.startswith("ckpt.epoch"):  # top-k: listed from session.extras["top_k"]
         return
     if kind == "epoch":
         rec["checkpoints"].setdefault("epochs", [])
@@ -120,6 +133,10 @@ def thelper_session_end(session: Any, status: str, error: BaseException | None) 
     rec = _record(session)
     rec["status"] = status
     rec["error"] = None if error is None else f"{type(error).__name__}: {error}"
+    stopped = session.extras.get("stopped") or {}
+    rec["stopped_reason"] = stopped.get("reason")
+    rec["stopped_epoch"] = stopped.get("epoch")
+    rec["stopped_step"] = stopped.get("step")
     rec["ended_at"] = now()
     _write(session)
     session.extras.pop(KEY, None)

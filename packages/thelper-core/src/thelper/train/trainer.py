@@ -12,13 +12,32 @@ scheduler). Under several ranks the model is wrapped in ``DistributedDataParalle
 (gradients are averaged at the backward of each accumulation boundary, ``no_sync`` in
 between), and the epoch's loss, metric states, non-finite check and stop requests are
 reduced over the ranks so that every rank takes the same decisions.
+
+A stop request (SIGINT/SIGTERM, or SIGUSR1 for a requeue: ``session.stop_requested``) is
+honoured within one batch in every phase (under several ranks, at the next multiple of
+``log_every_n_steps`` steps or batches, where the ranks agree on it): during training after
+a step checkpoint, during validation after a checkpoint of the trained epoch (a resume
+validates it again), during the final test without one (a resume tests again); the loop
+then raises a :class:`StopRequested` (a ``KeyboardInterrupt``), :class:`RequeueRequested`
+for SIGUSR1. ``trainer.max_time`` stops the training the same way at the first step
+boundary (or epoch end) past the limit, with :class:`TimeLimitReached`; the training time is
+read through :func:`clock` and summed over the resumes (checkpoint key ``elapsed_time``).
+
+Besides ``ckpt.best.pt`` and ``ckpt.latest.pt``, ``trainer.save_top_k`` keeps the
+checkpoints of the K best epochs (``ckpt.epoch<NNNN>-<metric><value>.pt``), listed in every
+checkpoint (``top_k``) so that a resume keeps exactly those files; ``trainer.ema`` keeps an
+exponential moving average of the weights (``torch.optim.swa_utils.AveragedModel``) that
+validation and test evaluate, checkpointed under ``ema``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
+import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -36,10 +55,95 @@ from thelper.checkpoint import (
 )
 from thelper.data.loaders import SKIPPED_KEY, epoch_seed
 from thelper.exceptions import ConfigError, DataError, NonFiniteLossError
+from thelper.finetune import apply_unfreeze, optimizer_params
 from thelper.logs import console, is_interactive
 from thelper.metrics import Metric, merge_states
 
-__all__ = ["Trainer", "resolve_device"]
+__all__ = ["Trainer", "EvaluationStopped", "StopRequested", "RequeueRequested",
+           "TimeLimitReached", "REQUEUE_SIGNAL", "EXIT_TIME_LIMIT", "EXIT_REQUEUE", "clock",
+           "top_k_name"]
+
+#: The signal that asks for a checkpoint and an exit to be requeued (as SLURM's
+#: ``--signal=USR1@90`` sends before the job's time limit); ``None`` where it does not exist.
+REQUEUE_SIGNAL: int | None = getattr(signal, "SIGUSR1", None)
+#: Exit code of ``thelper run``/``resume`` when ``trainer.max_time`` stopped the training.
+EXIT_TIME_LIMIT = 3
+#: Exit code after a requeue request (SIGUSR1): ``EX_TEMPFAIL`` of ``sysexits.h``.
+EXIT_REQUEUE = 75
+
+#: The clock of ``trainer.max_time``: seconds, monotonic. Tests replace it (monkeypatch
+#: ``thelper.train.trainer.clock``) to advance time by training progress.
+clock = time.monotonic
+
+
+class StopRequested(KeyboardInterrupt):
+    """The loop stopped at a step or batch boundary after keeping what a resume needs.
+
+    Attributes:
+        reason: ``interrupted`` (SIGINT/SIGTERM), ``requeue`` or ``time_limit``: run.json's
+            ``stopped_reason``.
+        exit_code: The command's exit code (130, :data:`EXIT_REQUEUE`,
+            :data:`EXIT_TIME_LIMIT`).
+        summary: The line the command prints on stderr.
+        epoch: The epoch in progress (or the last one trained).
+        step: Optimizer steps done.
+    """
+
+    reason = "interrupted"
+    exit_code = 130
+    summary = "interrupted"
+
+    def __init__(self, message: str, epoch: int | None = None, step: int | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+
+
+class RequeueRequested(StopRequested):
+    """SIGUSR1 stopped the session after a checkpoint: exit :data:`EXIT_REQUEUE` (75), so
+    that a batch script requeues the job, whose ``thelper resume`` continues exactly."""
+
+    reason = "requeue"
+    exit_code = EXIT_REQUEUE
+    summary = f"stopped for a requeue (SIGUSR1); exit code {EXIT_REQUEUE}"
+
+
+class TimeLimitReached(StopRequested):
+    """``trainer.max_time`` stopped the training after a checkpoint: exit
+    :data:`EXIT_TIME_LIMIT` (3); a resume with a larger ``max_time`` continues exactly."""
+
+    reason = "time_limit"
+    exit_code = EXIT_TIME_LIMIT
+    summary = f"time limit reached (trainer.max_time); exit code {EXIT_TIME_LIMIT}"
+
+
+#: Stop reasons by priority (a larger code wins when the ranks agree on a stop).
+_STOP_REASONS = (None, "time_limit", "requeue", "interrupted")
+_STOP_ERRORS = {"interrupted": StopRequested, "requeue": RequeueRequested,
+                "time_limit": TimeLimitReached}
+#: Top-k checkpoint file names: ``ckpt.epoch0007-accuracy0.9812.pt``.
+TOP_K_PATTERN = re.compile(r"^ckpt\.epoch\d{4,}-[A-Za-z0-9_.+-]*\.pt$")
+
+
+def top_k_name(epoch: int, metric: str, value: float) -> str:
+    """File name of a top-k checkpoint: ``ckpt.epoch0007-accuracy0.9812.pt`` (the metric's
+    name with characters other than letters, digits and ``_ . + -`` replaced by ``_``, its
+    value with 4 significant digits)."""
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", metric)
+    return f"ckpt.epoch{epoch:04d}-{safe}{value:.4g}.pt"
+
+
+class EvaluationStopped(KeyboardInterrupt):
+    """A stop request ended an evaluation pass at a batch boundary.
+
+    :meth:`Trainer.fit` and :meth:`Trainer.test` turn it into a :class:`StopRequested` of
+    its ``reason`` after what they keep (a checkpoint of the trained epoch during
+    validation).
+    """
+
+    def __init__(self, message: str, reason: str = "interrupted") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,11 +182,17 @@ class Trainer:
             leaves some parameters unused).
 
     Attributes:
-        model: The model (never wrapped: what checkpoints and evaluation use).
+        model: The model (never wrapped: what checkpoints save).
         train_model: What the training forward calls: ``model``, wrapped in
             ``DistributedDataParallel`` under several ranks and compiled with
             ``trainer.compile``.
+        ema: With ``trainer.ema``, the ``AveragedModel`` of ``model`` (on every rank: the
+            ranks' weights are identical), else ``None``.
         runtime: The process's rank, world size and device.
+        top_k: With ``trainer.save_top_k``, the kept checkpoints, best first:
+            ``{"file", "epoch", "value"}`` (file names in ``checkpoints/``).
+        stopped: Why and where the training ended when it ended without an exception
+            (``{"reason": "completed" | "early_stopping", "epoch", "step"}``), else ``None``.
     """
 
     def __init__(self, session: Any, model: torch.nn.Module, data: Any, registry: Any,
@@ -119,9 +229,16 @@ class Trainer:
         if isinstance(self.loss_fn, torch.nn.Module):
             self.loss_fn = self.loss_fn.to(self.device)
         self.optimizer = registry.build("optimizer", opt_cfg.optimizer.type,
-                                        opt_cfg.optimizer.params, params=self.model.parameters())
+                                        opt_cfg.optimizer.params,
+                                        params=optimizer_params(self.model, opt_cfg.optimizer))
         self.monitor = self.cfg.monitor
         self.goal = self._goal(self.monitor)
+        es = self.cfg.early_stopping
+        if es is not None and es.mode is not None and es.mode != self.goal:
+            raise ConfigError(
+                f"trainer.early_stopping.mode: {es.mode!r} contradicts the goal of the "
+                f"monitored metric {self.monitor!r} ({self.goal}); use mode: {self.goal} or "
+                "leave mode out (it defaults to the metric's goal)")
         self.scheduler = None
         self.step_metric: str | None = None
         if opt_cfg.scheduler is not None:
@@ -137,6 +254,7 @@ class Trainer:
         self.metric_specs = dict(self.cfg.metrics)
         self.test_metric_specs = dict(self.cfg.test_metrics)
         self.metrics = self._build_metrics(self.metric_specs)
+        self.find_unused_parameters = find_unused_parameters
         self.train_model = self._wrap(self.model, find_unused_parameters)
         self.monitor_split = "valid" if "valid" in data.loaders else "train"
         self.best: float | None = None
@@ -151,6 +269,13 @@ class Trainer:
         self._resume_rng: dict[str, Any] | None = None
         self._step_ckpts: list[Path] = sorted(
             session.checkpoints_dir.glob("ckpt.step.*.pt"), key=lambda p: p.stat().st_mtime)
+        self.last_evaluation: dict[str, Any] | None = None
+        self.ema = self._build_ema()
+        self.max_time = self.cfg.max_time_seconds()
+        self._elapsed_before = 0.0  # training seconds of the previous runs (checkpoint)
+        self._started: float | None = None  # clock() when this run's loop started
+        self.top_k: list[dict[str, Any]] = []
+        self.stopped: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ helpers
     def _goal(self, metric: str | None) -> str:
@@ -164,6 +289,30 @@ class Trainer:
         if goal not in ("min", "max"):
             raise ConfigError(f"metric {metric!r} has no min/max goal and cannot be monitored")
         return str(goal)
+
+    def _build_ema(self) -> Any:
+        """The ``AveragedModel`` of ``trainer.ema`` (buffers averaged too), or ``None``."""
+        spec = self.cfg.ema
+        if spec is None:
+            return None
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(spec.decay),
+                            use_buffers=True)
+        ema.requires_grad_(False)
+        return ema
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What validation and test evaluate: the EMA's module with ``trainer.ema``, else
+        ``model``."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def elapsed(self) -> float:
+        """Training seconds so far (:func:`clock`), summed over the resumes."""
+        if self._started is None:
+            return self._elapsed_before
+        return self._elapsed_before + (clock() - self._started)
 
     def _build_metrics(self, specs: dict[str, Any]) -> dict[str, Metric]:
         out = {}
@@ -214,12 +363,54 @@ class Trainer:
             loader.sampler.set_epoch(epoch, start if split == "train" else 0)
             loader.generator.manual_seed(epoch_seed(seeds["worker"], epoch))
 
-    def _stop_requested(self) -> bool:
-        return bool(getattr(self.session, "stop_requested", None))
+    def _stop_reason(self, timed: bool = False) -> str | None:
+        """This rank's reason to stop: ``interrupted`` (SIGINT/SIGTERM), ``requeue``
+        (SIGUSR1), ``time_limit`` (``timed`` and ``trainer.max_time`` reached) or ``None``."""
+        signum = getattr(self.session, "stop_requested", None)
+        if signum:
+            return "requeue" if signum == REQUEUE_SIGNAL else "interrupted"
+        if timed and self.max_time is not None and self.elapsed() >= self.max_time:
+            return "time_limit"
+        return None
 
-    def _stop_everywhere(self) -> bool:
-        """A stop requested on any rank (one small collective under several ranks)."""
-        return self.runtime.any(self._stop_requested())
+    def _agree(self, reason: str | None) -> str | None:
+        """The stop reason of the ranks (one small collective under several ranks): the
+        first of ``interrupted``, ``requeue``, ``time_limit`` that any rank has."""
+        if not self.runtime.distributed:
+            return reason
+        t = torch.tensor([_STOP_REASONS.index(reason)], dtype=torch.int32,
+                         device=self.device)
+        return _STOP_REASONS[int(self.runtime.all_reduce(t, "max").item())]
+
+    def _stop_everywhere(self, timed: bool = False) -> str | None:
+        """A stop reason of any rank (see :meth:`_agree`), or ``None``."""
+        return self._agree(self._stop_reason(timed))
+
+    def _stop_agreed(self, count: int, common: int, timed: bool = False) -> str | None:
+        """Whether (and why) to stop after the ``count``-th step or batch of a loop.
+
+        In one process: as soon as a stop is requested (or, ``timed``, the time limit is
+        reached). Under several ranks: a reason of any rank, agreed on (one collective)
+        every ``log_every_n_steps``, and only while ``count <= common``, the steps or
+        batches that every rank runs (the ranks call the collective together).
+        """
+        if not self.runtime.distributed:
+            return self._stop_reason(timed)
+        if count % self.log_every_n_steps == 0 and count <= common:
+            return self._stop_everywhere(timed)
+        return None
+
+    def _stop_error(self, reason: str, message: str, epoch: int) -> StopRequested:
+        """The exception that ends the session for ``reason`` (logged with its cause)."""
+        if reason == "time_limit":
+            message = (f"time limit {self.cfg.max_time!r} (trainer.max_time) reached {message}"
+                       f" after {self.elapsed():.0f}s of training; continue with a larger "
+                       "max_time ('thelper resume SESSION --set trainer.max_time=...')")
+        elif reason == "requeue":
+            message = f"requeue requested (SIGUSR1) {message}"
+        else:
+            message = f"stop requested {message}"
+        return _STOP_ERRORS[reason](message, epoch, self.step)
 
     def _autocast(self) -> Any:
         if self.autocast_dtype is None:
@@ -314,14 +505,17 @@ class Trainer:
 
         Each batch runs :meth:`forward_step` and :meth:`backward_step`; every
         ``accumulate_grad_batches`` batches (and at the epoch's last batch)
-        :meth:`optimizer_step` follows and the step counter advances. Writes a step
-        checkpoint every ``trainer.checkpoint_every_n_steps`` optimizer steps and when a stop
-        is requested (SIGINT/SIGTERM), then raises ``KeyboardInterrupt``. The returned
-        values are reduced over every rank.
+        :meth:`optimizer_step` follows, the step counter advances and the EMA of the
+        weights is updated (``trainer.ema``, every ``every_n_steps`` steps). Writes a step
+        checkpoint every ``trainer.checkpoint_every_n_steps`` optimizer steps and when the
+        loop must stop (a signal, or ``trainer.max_time`` reached), then raises. The
+        returned values are reduced over every rank.
 
         Raises:
             ThelperError: Non-finite loss with ``on_nonfinite_loss: stop`` (names epoch and
                 step; no checkpoint is written after it).
+            StopRequested: After the step checkpoint: :class:`RequeueRequested` (SIGUSR1),
+                :class:`TimeLimitReached`, else a SIGINT/SIGTERM.
         """
         loader = self.data.loaders["train"]
         self.train_model.train()
@@ -344,6 +538,7 @@ class Trainer:
                 if name in local["metrics"]:
                     m.load_state_dict(_to(local["metrics"][name], self.device))
         every = self.cfg.checkpoint_every_n_steps
+        ema, ema_every = self.ema, (self.cfg.ema.every_n_steps if self.ema is not None else 0)
         skip_nonfinite = self.cfg.on_nonfinite_loss == "skip"
         distributed = self.runtime.distributed
         accumulate = self.accumulate
@@ -391,14 +586,15 @@ class Trainer:
                     continue
                 self.optimizer_step()
                 self.step += 1
+                if ema is not None and self.step % ema_every == 0:
+                    ema.update_parameters(self.model)
                 unchecked.append(window)
                 window = None
                 if len(unchecked) >= _NONFINITE_CHUNK:
                     first_bad = _first_nonfinite(first_bad, unchecked, self.step)
-                if distributed:  # agreed every log_every_n_steps steps: ranks stop together
-                    stop = self.step % self.log_every_n_steps == 0 and self._stop_everywhere()
-                else:
-                    stop = self._stop_requested()
+                # under several ranks agreed every log_every_n_steps steps (every rank runs
+                # the same steps): the ranks stop together
+                stop = self._stop_agreed(self.step, self.step, timed=True)
                 if (every and self.step % every == 0) or stop:
                     first_bad = _first_nonfinite(first_bad, unchecked, self.step)
                     self._check_finite(first_bad, epoch)
@@ -409,7 +605,8 @@ class Trainer:
                                     for k, m in self.metrics.items()},
                     })
                     if stop:
-                        raise KeyboardInterrupt(f"stop requested at step {self.step}")
+                        self.runtime.barrier()  # rank 0 has written it: the ranks may exit
+                        raise self._stop_error(stop, f"at step {self.step}", epoch)
         finally:
             if progress is not None:
                 progress.stop()
@@ -544,32 +741,50 @@ class Trainer:
 
         Returns:
             ``{"loss": ..., metric: value}`` for every scalar metric.
+
+        With ``trainer.ema`` the EMA of the weights is evaluated (:attr:`eval_model`).
+
+        Raises:
+            EvaluationStopped: A stop was requested (SIGINT/SIGTERM/SIGUSR1): raised after
+                the current batch (under several ranks, at the next multiple of
+                ``log_every_n_steps`` batches that every rank runs), on every rank.
         """
         loader = self.data.loaders[split]
         metrics = self.metrics if metrics is None else metrics
-        self.model.eval()
+        model = self.eval_model
+        model.eval()
         for m in metrics.values():
             m.reset()
         loss_sum = torch.zeros((), device=self.device)
-        count = 0
+        count, batches = 0, 0
+        common = len(loader)  # batches that every rank runs (the blocks may differ by one)
+        if self.runtime.distributed:
+            t = torch.tensor([common], dtype=torch.int64, device=self.device)
+            common = int(self.runtime.all_reduce(t, "min")[0])
         progress = self._progress(len(loader), f"epoch {epoch}/{self.cfg.epochs} {split}")
         non_blocking = self.device.type == "cuda"
         try:
             for batch in loader:
+                batches += 1
                 if isinstance(batch, dict):
                     batch.pop(SKIPPED_KEY, None)
-                    if self.task.input_key not in batch:
-                        continue
-                batch = self.task.to_device(batch, self.device, non_blocking)
-                with self._autocast():
-                    outputs, targets, loss = self._forward(batch)
-                n = _batch_size(batch, self.task)
-                count += n
-                loss_sum += loss.float() * n
-                for m in metrics.values():
-                    m.update(outputs, targets)
+                if not isinstance(batch, dict) or self.task.input_key in batch:
+                    # (a batch whose samples were all unreadable and skipped has no input)
+                    batch = self.task.to_device(batch, self.device, non_blocking)
+                    with self._autocast():
+                        outputs, targets, loss = self._forward(batch, model)
+                    n = _batch_size(batch, self.task)
+                    count += n
+                    loss_sum += loss.float() * n
+                    for m in metrics.values():
+                        m.update(outputs, targets)
                 if progress is not None:
                     progress.update(progress.task_ids[0], advance=1)
+                stop = self._stop_agreed(batches, common)
+                if stop:
+                    raise EvaluationStopped(
+                        f"during the {split} pass of epoch {epoch}, after {batches} of "
+                        f"{len(loader)} batches", stop)
         finally:
             if progress is not None:
                 progress.stop()
@@ -626,6 +841,9 @@ class Trainer:
             "monitor": {"metric": self.monitor, "goal": self.goal, "split": self.monitor_split,
                         "best": self.best, "best_epoch": self.best_epoch},
             "early_stopping": {"bad_epochs": self.bad_epochs},
+            "top_k": [dict(e) for e in self.top_k],
+            "ema": self._ema_state(),
+            "elapsed_time": self.elapsed(),
             "in_epoch": in_epoch,
             "input_shape": self.input_shape,
             "skipped_samples": self.skipped_samples,
@@ -638,10 +856,41 @@ class Trainer:
             "torch": str(torch.__version__),
         }
 
+    def _ema_state(self) -> dict[str, Any] | None:
+        """The checkpoint's ``ema``: the average's ``model`` state dict (the keys of
+        ``model``), ``n_averaged`` (updates so far), ``decay`` and ``every_n_steps``."""
+        if self.ema is None:
+            return None
+        return {"model": self.ema.module.state_dict(), "n_averaged": int(self.ema.n_averaged),
+                "decay": self.cfg.ema.decay, "every_n_steps": self.cfg.ema.every_n_steps}
+
+    def _load_ema(self, state: dict[str, Any] | None) -> None:
+        """Restore the EMA from a checkpoint's ``ema``; without one (EMA turned on for a
+        resume), start it from the model's weights."""
+        if self.ema is None:
+            return
+        if not state or "model" not in state:
+            self.session.logger.warning(
+                "the checkpoint has no EMA of the weights (trainer.ema was off): the "
+                "average starts from its weights")
+            self.ema.module.load_state_dict(self.model.state_dict())
+            self.ema.n_averaged.zero_()
+            return
+        self.ema.module.load_state_dict(state["model"])
+        self.ema.n_averaged.fill_(int(state.get("n_averaged", 0)))
+
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        """Restore model, optimizer, scheduler, scaler, monitor and counters from a
-        checkpoint (of any world size)."""
+        """Restore model, EMA, optimizer, scheduler, scaler, monitor, top-k list, training
+        time and counters from a checkpoint (of any world size)."""
         self.model.load_state_dict(ckpt["model"])
+        self._load_ema(ckpt.get("ema"))
+        self._elapsed_before = float(ckpt.get("elapsed_time") or 0.0)
+        self.top_k = [
+            {"file": e["file"], "epoch": int(e["epoch"]), "value": float(e["value"])}
+            for e in ckpt.get("top_k") or []
+            if isinstance(e, dict) and isinstance(e.get("file"), str)
+            and TOP_K_PATTERN.match(e["file"]) and e.get("epoch") is not None
+            and e.get("value") is not None]
         if ckpt.get("optimizer") is not None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
@@ -664,20 +913,119 @@ class Trainer:
                 "order (which samples each step sees) differs from the original run", old,
                 self.runtime.world_size)
 
-    def _save(self, epoch: int, is_best: bool) -> None:
+    def _rank(self, entry: dict[str, Any]) -> tuple[float, int]:
+        """Sort key of a top-k entry: best value first, then the earlier epoch."""
+        value = float(entry["value"])
+        return (value if self.goal == "min" else -value, int(entry["epoch"]))
+
+    def _update_top_k(self, epoch: int, value: float | None) -> list[str]:
+        """Enter ``epoch`` (monitored ``value``) in the top-k list if it ranks among the
+        ``save_top_k`` best (a tie keeps the earlier epoch; NaN never enters).
+
+        Returns:
+            The file names that left the list (to delete once the epoch is saved).
+        """
+        k = self.cfg.save_top_k
+        if k is None:
+            return []
+        kept = [e for e in self.top_k if e["epoch"] < epoch]
+        dropped = [e["file"] for e in self.top_k if e["epoch"] >= epoch]  # stale: redone
+        if value is not None and math.isfinite(value):
+            kept.append({"file": top_k_name(epoch, self.monitor, value), "epoch": epoch,
+                         "value": float(value)})
+        kept.sort(key=self._rank)
+        dropped += [e["file"] for e in kept[k:]]
+        self.top_k = kept[:k]
+        self._publish_top_k()
+        names = {e["file"] for e in self.top_k}
+        return [name for name in dropped if name not in names]
+
+    def _publish_top_k(self) -> None:
+        """Hand the top-k list to the trackers (``session.extras["top_k"]``: run.json)."""
+        if self.cfg.save_top_k is not None:
+            self.session.extras["top_k"] = [
+                {"path": f"checkpoints/{e['file']}", "epoch": e["epoch"],
+                 "metric": self.monitor, "value": e["value"]} for e in self.top_k]
+
+    def _reconcile_top_k(self) -> None:
+        """Make ``checkpoints/`` hold exactly the top-k files of the list (at the start of
+        the loop, after a resume): delete the files of a run killed between writing a
+        top-k checkpoint and ``ckpt.latest.pt`` (or before deleting the file that left the
+        list), and the worst entries when ``save_top_k`` was lowered. Rank 0 decides; the
+        list is handed to every rank."""
+        k = self.cfg.save_top_k
+        if k is None:
+            return
         s = self.session
+        if s.is_main:
+            listed = sorted(self.top_k, key=self._rank)
+            names = {e["file"] for e in listed[:k]}
+            folder = s.checkpoints_dir
+            extra = [e["file"] for e in listed[k:]] + sorted(
+                p.name for p in folder.iterdir()
+                if TOP_K_PATTERN.match(p.name) and p.name not in names)
+            for name in extra:
+                self._remove_checkpoint(name)
+            kept = [e for e in listed[:k] if (folder / e["file"]).is_file()]
+            if len(kept) < len(listed[:k]):
+                s.logger.warning("top-k checkpoint(s) missing, no longer listed: %s",
+                                 ", ".join(e["file"] for e in listed[:k] if e not in kept))
+            if extra:
+                s.logger.info("removed %d checkpoint(s) that are not among the top %d: %s",
+                              len(extra), k, ", ".join(extra))
+            self.top_k = kept
+        self.top_k = self.runtime.broadcast_object(self.top_k)
+        self._publish_top_k()
+
+    def _remove_checkpoint(self, name: str) -> None:
+        """Delete ``checkpoints/<name>``, a top-k file name, inside the session directory
+        only: the ``checkpoints`` folder is checked by :func:`thelper.session.safe_path`
+        (inside the session, not a link), and a link named so is removed itself, never its
+        target. Failures are logged, never raised."""
+        from thelper.exceptions import SessionError
+        from thelper.session import safe_path
+
+        if not TOP_K_PATTERN.match(name):
+            return
+        log = self.session.logger
+        try:
+            folder = safe_path(self.session.session_dir, "checkpoints")
+            os.unlink(folder / name)  # unlink never follows a link
+        except FileNotFoundError:
+            pass
+        except (OSError, SessionError) as exc:
+            log.warning("cannot delete checkpoint %s: %s", name, exc)
+
+    def _save(self, epoch: int, is_best: bool, value: float | None = None) -> None:
+        """Epoch-end checkpoints: ``ckpt.<epoch>.pt`` every ``save_freq`` epochs (or the
+        top-k file of the epoch with ``save_top_k``), ``ckpt.best.pt`` on a best epoch,
+        then ``ckpt.latest.pt``; then the top-k files that left the list and the epoch's
+        step checkpoints are deleted.
+
+        Args:
+            epoch: The finished epoch.
+            is_best: Whether it is the best so far.
+            value: Its monitored value (for the top-k list).
+        """
+        s = self.session
+        dropped = self._update_top_k(epoch, value)  # every rank: the same list
         if not s.is_main:
             return
         state = self.state_dict(epoch)
         paths = []
-        if epoch % self.cfg.save_freq == 0 or epoch == self.cfg.epochs:
-            paths.append(s.checkpoints_dir / f"ckpt.{epoch:04d}.pt")
+        if self.cfg.save_top_k is None:
+            if epoch % self.cfg.save_freq == 0 or epoch == self.cfg.epochs:
+                paths.append(s.checkpoints_dir / f"ckpt.{epoch:04d}.pt")
+        else:
+            paths += [s.checkpoints_dir / e["file"] for e in self.top_k if e["epoch"] == epoch]
         if is_best:
             paths.append(s.checkpoints_dir / "ckpt.best.pt")
         paths.append(s.checkpoints_dir / "ckpt.latest.pt")  # last: marks the epoch complete
         for p in paths:
             save_checkpoint(state, p)
             s.plugins.checkpoint_saved(s, p, epoch, is_best)
+        for name in dropped:  # after ckpt.latest.pt, whose list no longer has them
+            self._remove_checkpoint(name)
         for old in self._step_ckpts:  # the epoch checkpoint supersedes its step checkpoints
             old.unlink(missing_ok=True)
         self._step_ckpts = []
@@ -701,29 +1049,76 @@ class Trainer:
         in_epoch = {"epoch": epoch, "batches": batches, "samples": batches * batch_size,
                     "world_size": self.runtime.world_size, **ranks[0],
                     "ranks": ranks if self.runtime.distributed else None}
+        self._write_step(epoch, self.state_dict(epoch - 1, in_epoch))
+
+    def _write_step(self, epoch: int, state: dict[str, Any]) -> None:
+        """Write ``ckpt.step.<step>.pt`` (rank 0), link it as ``ckpt.latest.pt``, rotate."""
+        s = self.session
         path = s.checkpoints_dir / f"ckpt.step.{self.step:08d}.pt"
-        save_checkpoint(self.state_dict(epoch - 1, in_epoch), path)
+        save_checkpoint(state, path)
         link_checkpoint(path, s.checkpoints_dir / "ckpt.latest.pt")
+        if path in self._step_ckpts:  # rewritten (a stop right after a cadence checkpoint)
+            self._step_ckpts.remove(path)
         self._step_ckpts.append(path)
         while len(self._step_ckpts) > self.cfg.keep_step_checkpoints:
             self._step_ckpts.pop(0).unlink(missing_ok=True)
         s.plugins.checkpoint_saved(s, path, epoch - 1, False)
 
+    def _save_trained(self, epoch: int, train: dict[str, float], rng: dict[str, Any]) -> None:
+        """Step checkpoint of an epoch whose training is done and whose validation was
+        stopped: ``in_epoch.trained`` holds the epoch's training values (reduced over the
+        ranks) and ``rng`` the RNG state the validation started with, so that a resume
+        validates the epoch again, exactly. Every rank returns once the file exists."""
+        s = self.session
+        if s.is_main:
+            in_epoch = {"epoch": epoch, "trained": dict(train),
+                        "world_size": self.runtime.world_size}
+            state = self.state_dict(epoch - 1, in_epoch)
+            state["rng"] = rng
+            self._write_step(epoch, state)
+        self.runtime.barrier()
+
     # ---------------------------------------------------------------- the loop
     def fit(self) -> None:
-        """Train from ``session.start_epoch`` to ``trainer.epochs`` (or an early stop)."""
+        """Train from ``session.start_epoch`` to ``trainer.epochs`` (or an early stop).
+
+        Sets :attr:`stopped` when the training ends (``completed`` or ``early_stopping``).
+
+        Raises:
+            StopRequested: A signal, or ``trainer.max_time`` (:class:`TimeLimitReached`,
+                at once when a resume finds the time used up), after a checkpoint.
+        """
         s = self.session
         log = s.logger
         es = self.cfg.early_stopping
+        self._started = clock()
+        self._reconcile_top_k()
         if es is not None and self.bad_epochs >= es.patience and self._resume_in_epoch is None:
             log.info("early stopping already triggered (%s did not improve for %d epochs); "
                      "raise trainer.early_stopping.patience to train further", self.monitor,
                      self.bad_epochs)
+            self.stopped = {"reason": "early_stopping", "epoch": self.epoch, "step": self.step}
             return
+        if self.max_time is not None and self._elapsed_before >= self.max_time:
+            running = (self._resume_in_epoch or {}).get("epoch", self.epoch)
+            raise self._stop_error("time_limit", "before this resume", running)
+        self.stopped = None
         for epoch in range(s.start_epoch, self.cfg.epochs + 1):
             t0 = time.perf_counter()
+            if apply_unfreeze(self.model, s.cfg.model.unfreeze, epoch, log) \
+                    and self.runtime.distributed:  # DDP reduces only what was trainable
+                self.train_model = self._wrap(self.model, self.find_unused_parameters)
             resume = self._resume_in_epoch
-            if resume is not None and resume.get("epoch") == epoch:
+            trained = (resume or {}).get("trained") if (resume or {}).get("epoch") == epoch \
+                else None
+            if trained is not None:  # stopped during this epoch's validation: validate again
+                self._resume_in_epoch = None
+                self._seed_epoch(epoch)
+                if self._resume_rng is not None:  # the RNG state the validation started with
+                    set_rng_state(self._resume_rng)
+                log.info("resuming epoch %d after its training (step %d): validating it",
+                         epoch, self.step)
+            elif resume is not None and resume.get("epoch") == epoch:
                 bs = self.data.loaders["train"].batch_size
                 self._seed_epoch(epoch, self._resume_batches(resume, bs) * bs)
                 if self._resume_rng is not None:  # dropout etc. continue where they were
@@ -732,9 +1127,15 @@ class Trainer:
                          self._resume_batches(resume, bs), self.step)
             else:
                 self._seed_epoch(epoch)
-            metrics = {"train": self.train_epoch(epoch)}
+            metrics = {"train": dict(trained) if trained is not None
+                       else self.train_epoch(epoch)}
             if "valid" in self.data.loaders:
-                metrics["valid"] = self.evaluate("valid", epoch, reports=False)
+                rng = get_rng_state()  # for a checkpoint if the validation is stopped
+                try:
+                    metrics["valid"] = self.evaluate("valid", epoch, reports=False)
+                except EvaluationStopped as exc:
+                    self._save_trained(epoch, metrics["train"], rng)
+                    raise self._stop_error(exc.reason, str(exc), epoch) from None
             value = metrics[self.monitor_split].get(self.monitor)
             is_best = self._improved(value)
             if is_best:
@@ -757,25 +1158,38 @@ class Trainer:
             for split, values in metrics.items():
                 s.history.setdefault(split, []).append({"epoch": epoch, **values})
             self.epoch = epoch
-            self._save(epoch, is_best)
+            self._save(epoch, is_best, value)
             log.info("epoch %d/%d  %s  (%.1fs)%s", epoch, self.cfg.epochs,
                      "  |  ".join(f"{sp} " + " ".join(f"{k} {v:.4g}" for k, v in vals.items())
                                   for sp, vals in metrics.items()),
                      time.perf_counter() - t0, "  *best*" if is_best else "")
             s.plugins.epoch_end(s, epoch, metrics)
-            if self._stop_everywhere():
-                raise KeyboardInterrupt(f"stop requested after epoch {epoch}")
-            if es is not None and self.bad_epochs >= es.patience:
-                log.info("early stopping: %s did not improve for %d epochs (best %.4g at "
-                         "epoch %s)", self.monitor, es.patience, self.best or float("nan"),
+            early = es is not None and self.bad_epochs >= es.patience
+            # the time limit stops before another epoch, not after the last one
+            stop = self._stop_everywhere(timed=epoch < self.cfg.epochs and not early)
+            if stop:
+                raise self._stop_error(stop, f"after epoch {epoch}", epoch)
+            if early:
+                log.info("early stopping: %s did not improve by more than %g for %d epochs "
+                         "(best %.4g at epoch %s)", self.monitor, es.min_delta, es.patience,
+                         self.best if self.best is not None else float("nan"),
                          self.best_epoch)
+                self.stopped = {"reason": "early_stopping", "epoch": epoch, "step": self.step}
                 break
+        if self.stopped is None:
+            self.stopped = {"reason": "completed", "epoch": self.epoch, "step": self.step}
 
     def test(self, best_checkpoint: Path | None = None) -> dict[str, float]:
         """Evaluate the best model (``ckpt.best.pt`` if present) on the test split.
 
         Falls back to the validation split when there is no test split. Uses both
-        ``metrics`` and ``test_metrics``. Stores the result in ``session.test_metrics``.
+        ``metrics`` and ``test_metrics``; with ``trainer.ema``, the checkpoint's EMA of the
+        weights. Stores the result in ``session.test_metrics``, and what it evaluates
+        (``split``, ``epoch``, ``checkpoint``) in ``last_evaluation``.
+
+        Raises:
+            StopRequested: A stop was requested during the evaluation (SIGINT/SIGTERM, or
+                SIGUSR1: :class:`RequeueRequested`).
         """
         from thelper.checkpoint import load_checkpoint
 
@@ -791,9 +1205,15 @@ class Trainer:
         if path.is_file():
             ckpt = load_checkpoint(path, map_location=self.device)
             self.model.load_state_dict(ckpt["model"])
+            self._load_ema(ckpt.get("ema"))
             epoch = int(ckpt.get("epoch", epoch))
         metrics = {**self.metrics, **self._build_metrics(self.test_metric_specs)}
-        values = self.evaluate(split, epoch, metrics)
+        self.last_evaluation = {"split": split, "epoch": epoch,
+                                "checkpoint": str(path) if path.is_file() else None}
+        try:
+            values = self.evaluate(split, epoch, metrics)
+        except EvaluationStopped as exc:  # nothing to save: a resume evaluates again
+            raise self._stop_error(exc.reason, str(exc), self.epoch) from None
         s.test_metrics = values
         s.logger.info("%s of the best model (epoch %s): %s", split, epoch,
                       " ".join(f"{k} {v:.4g}" for k, v in values.items()))
