@@ -42,7 +42,7 @@ def evilpkg(tmp_path, monkeypatch):
     "importlib.import_module", "torch.serialization.load", "torchvision.datasets.CIFAR10",
     "torchvision.datasets.cifar.CIFAR100", "torchvision.datasets.LSUN", "torch._C.Foo",
     "torch.utils.data._utils.Foo", "thelper.data.datasets.import_object.__call__",
-    "torch.nn.Module.__subclasses__", "mypkg.load",
+    "torch.nn.Module.__subclasses__", "mypkg.load", "thelper.data.datasets.TorchDatasetAdapter",
 ])
 def test_loaders_of_code_are_never_allowed_whatever_the_allow_list(path):
     assert import_denied(path) is not None
@@ -179,3 +179,19 @@ def test_tools_validate_a_checkpoints_config_under_the_command_line(trained, evi
     with pytest.raises(ConfigError, match="--allow-import evilpkg"):
         session_data(ckpt)
     assert session_data(ckpt, allow_imports=("evilpkg",)).splits  # confirmed: fine
+
+
+def test_the_adapter_cannot_be_nested_to_bring_its_own_allow_list(mlp_config, write_config,
+                                                                  capsys):
+    """Review finding: the adapter is a data set class under 'thelper', and its 'allow'
+    param would have let a config import any module without --allow-import."""
+    from thelper.data.datasets import TorchDatasetAdapter
+    from thelper.exceptions import ConfigError
+
+    nested = {"class_path": "collections.UserList", "allow": ["collections"]}
+    path = write_config(_with_class_path(mlp_config, "thelper.data.datasets.TorchDatasetAdapter",
+                                         nested))
+    assert main(["config", "validate", str(path)]) == 2
+    assert "never importable" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="the import adapter itself"):
+        TorchDatasetAdapter("thelper.data.datasets:TorchDatasetAdapter", nested, allow=["thelper"])

@@ -445,3 +445,61 @@ def test_unusable_map_location_is_a_usage_error(one_epoch, where, message, capsy
     assert main(["resume", str(one_epoch), "--map-location", where]) == 2
     err = capsys.readouterr().err
     assert message in err and "corrupted" not in err and "Traceback" not in err
+
+
+def test_killed_before_its_first_checkpoint_restarts_in_place_with_init_from(
+        tmp_path, mlp_config, write_config):
+    """Review finding: a restart with no checkpoint must load model.init_from again (there
+    are no weights to resume), and read config.latest.yaml under the config guards."""
+    import copy
+    import json
+    import shutil
+
+    source = copy.deepcopy(mlp_config)
+    source["name"], source["trainer"]["epochs"] = "source", 1
+    assert main(["run", str(write_config(source, "source.yaml")), "-o", str(tmp_path)]) == 0
+    target = copy.deepcopy(mlp_config)
+    target["name"], target["trainer"]["epochs"] = "target", 1
+    target["model"]["init_from"] = {"path": str(tmp_path / "source")}
+    assert main(["run", str(write_config(target, "target.yaml")), "-o", str(tmp_path)]) == 0
+    session = tmp_path / "target"
+    shutil.rmtree(session / "checkpoints")  # as if killed before the first checkpoint
+    (session / "checkpoints").mkdir()
+    (session / "logs" / "init_from.json").unlink()
+    assert main(["resume", str(session)]) == 0
+    assert json.loads((session / "run.json").read_text())["status"] == "completed"
+    assert (session / "checkpoints" / "ckpt.latest.pt").is_file()
+    report = json.loads((session / "logs" / "init_from.json").read_text())
+    assert report  # the source weights were loaded again
+    (session / "config.latest.yaml").write_text("[" * 60000)
+    shutil.rmtree(session / "checkpoints")
+    (session / "checkpoints").mkdir()
+    assert main(["resume", str(session)]) == 2  # a config error, not a crash
+
+
+def test_a_resume_that_fails_early_keeps_the_training_record(tmp_path, mlp_config,
+                                                            write_config, monkeypatch):
+    """Review finding: a failure before the trackers start used to replace run.json whole,
+    dropping the test metrics of the run it resumed."""
+    import copy
+    import json
+
+    import thelper.build
+    from thelper.exceptions import DataError
+
+    cfg = copy.deepcopy(mlp_config)
+    cfg["trainer"]["epochs"] = 1
+    assert main(["run", str(write_config(cfg)), "-o", str(tmp_path)]) == 0
+    session = tmp_path / cfg["name"]
+    before = json.loads((session / "run.json").read_text())
+    assert before["test"]
+
+    def broken(*args, **kwargs):
+        raise DataError("the data went away")
+
+    monkeypatch.setattr(thelper.build, "assemble", broken)
+    monkeypatch.setattr("thelper.runner.assemble", broken, raising=False)
+    assert main(["resume", str(session), "--set", "trainer.epochs=2"]) != 0
+    after = json.loads((session / "run.json").read_text())
+    assert after["status"] == "failed" and "the data went away" in after["error"]
+    assert after["test"] == before["test"] and after["started_at"] == before["started_at"]

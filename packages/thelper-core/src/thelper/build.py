@@ -318,7 +318,10 @@ def assemble(cfg: Any, seeds: dict[str, int], registry: Registry,
         return parts
     with stage("model"):
         parts.model = build_model(cfg, registry, data.task, seed=seeds["torch"])
-        resumed = bool(getattr(session, "resumed", False))
+        # a resume loads the checkpoint's weights; a restart of a session that died before its
+        # first checkpoint (no weights to load) initialises like a new run
+        resumed = bool(getattr(session, "resumed", False)) and \
+            not (session.extras.get("restarted") if session is not None else False)
         parts.init_report = prepare_model(
             parts.model, cfg.model, init=not resumed, logger=log,
             epoch=session.start_epoch if session is not None else None)

@@ -264,13 +264,22 @@ def _record_early_failure(session: Session, error: BaseException,
                           status: str = "failed") -> None:
     """Write a failed (or interrupted) ``run.json`` when the session dies before the
     trackers started. Never for ``--eval-only`` (see :func:`_record_evaluation`)."""
+    import json
+
     from thelper.session import now, platform_info, write_json
 
     path = session.session_dir / "run.json"
     if path.exists() and not session.resumed:
         return
+    previous: dict[str, Any] = {}
+    if path.exists():  # a resume that failed early keeps the record of what ran before
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+            previous = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            previous = {}
     try:
-        write_json(path, {
+        write_json(path, {**previous, **{
             "name": session.name, "status": status,
             "error": f"{type(error).__name__}: {error}",
             "stopped_reason": getattr(error, "reason", None) or (
@@ -278,9 +287,9 @@ def _record_early_failure(session: Session, error: BaseException,
             "config": session.config,
             "config_hash": config_hash(session.config),
             "hparams": flatten_hparams(session.config), "metrics": session.history,
-            "test": None, "seeds": session.seeds, "platform": platform_info(), "git": None,
-            "started_at": session.started_at, "ended_at": now(),
-        })
+            "seeds": session.seeds, "ended_at": now(),
+        }, **({} if previous else {"test": None, "platform": platform_info(), "git": None,
+                                   "started_at": session.started_at})})
     except OSError:
         pass
 
@@ -560,6 +569,8 @@ def _resume(path: str | Path, ckpt_path: Path, ckpt: dict[str, Any] | None,
                       plugins=pm if runtime.is_main else SilentPlugins(pm), resumed=True,
                       start_epoch=int((ckpt or {}).get("epoch", 0)) + 1,
                       history=copy.deepcopy((ckpt or {}).get("history") or {}))
+    if ckpt is None:  # died before its first checkpoint: model.init_from applies again
+        session.extras["restarted"] = True
     if ckpt is not None:
         where = f"epoch {ckpt.get('epoch')}"
         if ckpt.get("in_epoch"):
@@ -571,8 +582,9 @@ def _resume(path: str | Path, ckpt_path: Path, ckpt: dict[str, Any] | None,
 
 
 def _fresh_restart(path: Path) -> dict[str, Any] | None:
-    """The recorded config of a session directory that has no checkpoint at all."""
-    import yaml
+    """The recorded config of a session directory that has no checkpoint at all, read
+    under the same guards as any config file (size, nesting, tags; no interpolation)."""
+    from thelper.config.source import read_document
 
     ckpts = path / "checkpoints"
     if not (path.is_dir() and ckpts.is_dir()) or any(ckpts.glob("ckpt.*.pt")):
@@ -580,7 +592,7 @@ def _fresh_restart(path: Path) -> dict[str, Any] | None:
     latest = path / "config.latest.yaml"
     if not latest.is_file():
         return None
-    return yaml.safe_load(latest.read_text()) or None
+    return read_document(latest)[0] or None
 
 
 def load_newest_intact(path: Path, map_location: str | None = None

@@ -61,6 +61,8 @@ DENIED_OBJECTS: frozenset[str] = frozenset({
     "torchvision.datasets.cifar.CIFAR10", "torchvision.datasets.cifar.CIFAR100",
     "torchvision.datasets.LSUN", "torchvision.datasets.LSUNClass",
     "torchvision.datasets.lsun.LSUN", "torchvision.datasets.lsun.LSUNClass",
+    # the import adapter itself: nested, it would import under an allow-list of its params
+    "thelper.data.datasets.TorchDatasetAdapter", "thelper.data.TorchDatasetAdapter",
 })
 
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -109,6 +111,10 @@ def import_denied(path: str) -> str | None:
     if attr.lower() in DENIED_NAMES:
         return (f"name {attr!r} loads or evaluates code or files; such callables are never "
                 "importable from a config")
+    if dotted in DENIED_OBJECTS and attr == "TorchDatasetAdapter":
+        return ("class is the import adapter itself: nested, it would import under an "
+                "allow-list of its own params; it is never importable from a config (name "
+                "the data set class directly)")
     if dotted in DENIED_OBJECTS:
         return ("class unpickles the files it finds under its root (pickle runs code); it is "
                 "never importable from a config: convert the data to a safe format (e.g. "

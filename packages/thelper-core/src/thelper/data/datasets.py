@@ -148,6 +148,10 @@ class TorchDatasetAdapter(Dataset):
                  task: Task | None = None, allow: Iterable[str] = ()) -> None:
         check_import_allowed(class_path, allow)
         cls = import_object(class_path)
+        if isinstance(cls, type) and issubclass(cls, TorchDatasetAdapter):
+            raise ConfigError(f"class_path {class_path!r} is the import adapter itself; a "
+                              "nested adapter would import under an allow-list of its own "
+                              "params: name the data set class directly")
         if not (isinstance(cls, type) and (issubclass(cls, Dataset) or (
                 hasattr(cls, "__getitem__") and hasattr(cls, "__len__")))):
             raise ConfigError(f"class_path {class_path!r} is not a data set class (a "
