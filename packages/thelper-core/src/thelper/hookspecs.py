@@ -11,7 +11,7 @@ Hooks fall in two families:
 * **registration** (:func:`thelper_register_components`, :func:`thelper_add_commands`): called
   when the plugin manager loads, by every command; must stay cheap and must not import torch
   (nor pydantic: params models are lazy references too).
-* **lifecycle** (``thelper_session_*``, ``thelper_epoch_end``, ``thelper_checkpoint_saved``,
+* **lifecycle** (``thelper_session_*``, ``thelper_epoch_end``, ``thelper_log_scalars``, ``thelper_checkpoint_saved``,
   ``thelper_log_figure``, ``thelper_evaluation_end``): called by the trainer while a session runs.
   Trackers such as the TensorBoard writer and the ``run.json`` record are implemented with them.
 """
@@ -87,6 +87,24 @@ def thelper_epoch_end(session: Session, epoch: int, metrics: dict[str, dict[str,
         epoch: 1-based number of the epoch that just finished.
         metrics: ``{split: {metric_name: value}}`` for ``train`` and (if any) ``valid``;
             always includes ``loss`` and, under ``train``, the learning rate ``lr``.
+    """
+
+
+@hookspec
+def thelper_log_scalars(session: Session, split: str, step: int, values: dict[str, float]) -> None:
+    """Per-step scalars, every ``trainer.log_every_n_steps`` optimizer steps (rank 0 only).
+
+    Called during training after the optimizer step whose number is a multiple of
+    ``log_every_n_steps``. The values are rank 0's: under DDP the other ranks' losses are not
+    gathered for this (the per-epoch values of :func:`thelper_epoch_end` are reduced over
+    every rank). Trackers should buffer them: the call is on the training thread.
+
+    Args:
+        session: The running session.
+        split: ``"train"``.
+        step: The global optimizer step (1-based, counted across epochs and resumes).
+        values: ``{"loss": mean loss of the step's micro-batches (float), "lr": learning rate
+            of the first parameter group, "epoch": 1-based epoch (as float)}``.
     """
 
 

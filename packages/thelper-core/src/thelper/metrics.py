@@ -100,6 +100,17 @@ class Metric:
     """
 
     goal: ClassVar[str | None] = None
+    #: Set by the trainer before :meth:`report`: ``{"split": ..., "epoch": ...}``.
+    report_context: dict[str, Any] = {}  # replaced per report, never mutated
+
+    def report_title(self, text: str) -> str:
+        """``text`` followed by the split and epoch being reported (figure titles)."""
+        ctx = self.report_context
+        if not ctx:
+            return text
+        where = ", ".join(f"{k} {v}" if k == "epoch" else str(v) for k, v in ctx.items()
+                          if v is not None)
+        return f"{text} [{where}]"
 
     def add_state(self, name: str, default: Any, dist_reduce_fx: str = "sum") -> None:
         """Declare an accumulated state (an attribute reset to ``default`` each epoch).
@@ -282,7 +293,7 @@ class ConfusionMatrix(Metric):
                                       display_labels=self.class_names)
         disp.plot(ax=ax, colorbar=False, values_format=".2f" if self.normalize else "d",
                   xticks_rotation=45 if len(self.class_names) > 6 else "horizontal")
-        ax.set_title(f"{stem} (rows: true, columns: predicted)")
+        ax.set_title(self.report_title(f"{stem} (rows: true, columns: predicted)"))
         fig.tight_layout()
         png_path = out_dir / f"{stem}.png"
         fig.savefig(png_path, dpi=100)
@@ -500,8 +511,8 @@ class ROCAUC(Metric):
         ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
-        ax.set_title(f"{stem}: ROC, one class vs rest ({self.average} AUC "
-                     f"{self.compute():.3f})")
+        ax.set_title(self.report_title(f"{stem}: ROC, one class vs rest ({self.average} AUC "
+                                       f"{self.compute():.3f})"))
         ax.legend(loc="lower right", fontsize="small")
         fig.tight_layout()
         png_path = out_dir / f"{stem}.png"

@@ -367,6 +367,10 @@ class ThelperPluginManager:
     def epoch_end(self, session: Any, epoch: int, metrics: dict[str, dict[str, float]]) -> None:
         self._pm.hook.thelper_epoch_end(session=session, epoch=epoch, metrics=metrics)
 
+    def log_scalars(self, session: Any, split: str, step: int, values: dict[str, float]) -> None:
+        self._pm.hook.thelper_log_scalars(session=session, split=split, step=step,
+                                          values=values)
+
     def evaluation_end(self, session: Any, split: str, epoch: int, metrics: dict[str, float]) -> None:
         self._pm.hook.thelper_evaluation_end(
             session=session, split=split, epoch=epoch, metrics=metrics

@@ -426,7 +426,7 @@ def flatten_hparams(config: dict[str, Any]) -> dict[str, Any]:
 
 #: The facade's lifecycle methods (dispatched by rank 0 only).
 LIFECYCLE = ("session_start", "session_end", "epoch_end", "evaluation_end", "log_figure",
-             "checkpoint_saved")
+             "checkpoint_saved", "log_scalars")
 
 
 class SilentPlugins:

@@ -79,7 +79,7 @@ class SegmentationMasks(Metric):
                       draw.colorize(preds[i], self.palette, self.ignore_index)]
         image = draw.grid(tiles, nrow=4)
         files.append(draw.save_png(image, folder / "grid.png"))
-        return Report(files, draw.figure_of(image, f"{stem}: true | predicted"))
+        return Report(files, draw.figure_of(image, self.report_title(f"{stem}: true | predicted")))
 
 
 def _class_name(names: list[str], index: int) -> str:
@@ -188,4 +188,4 @@ class DetectionOverlays(Metric):
             files.append(draw.save_png(canvas, folder / f"{i:04d}.png"))
         image = draw.grid(drawn, nrow=4)
         files.append(draw.save_png(image, folder / "grid.png"))
-        return Report(files, draw.figure_of(image, f"{stem}: white = ground truth"))
+        return Report(files, draw.figure_of(image, self.report_title(f"{stem}: white = ground truth")))

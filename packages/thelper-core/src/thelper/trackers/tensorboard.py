@@ -2,7 +2,8 @@
 
 Events go to ``output/<name>/{train,valid,test}/``, so ``tensorboard --logdir
 <session>/output`` shows the splits as separate runs with the same tags (``loss``,
-``accuracy``, ...). The step is the 1-based epoch.
+``accuracy``, ...). The step is the 1-based epoch, except for the per-step scalars of
+``thelper_log_scalars`` (tags ``step/loss``, ``step/lr``), whose step is the optimizer step.
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ def thelper_epoch_end(session: Any, epoch: int, metrics: dict[str, dict[str, flo
         for name, value in values.items():
             w.add_scalar(name, value, epoch)
         w.flush()
+
+
+@hookimpl
+def thelper_log_scalars(session: Any, split: str, step: int, values: dict[str, float]) -> None:
+    w = _writer(session, split)
+    for name, value in values.items():
+        if name != "epoch":
+            w.add_scalar(f"step/{name}", value, step)
 
 
 @hookimpl

@@ -58,6 +58,7 @@ from thelper.exceptions import ConfigError, DataError, NonFiniteLossError
 from thelper.finetune import apply_unfreeze, optimizer_params
 from thelper.logs import console, is_interactive
 from thelper.metrics import Metric, merge_states
+from thelper.train.reports import ReportWorker, render_curves, snapshot, write_curves_csv
 
 __all__ = ["Trainer", "EvaluationStopped", "StopRequested", "RequeueRequested",
            "TimeLimitReached", "REQUEUE_SIGNAL", "EXIT_TIME_LIMIT", "EXIT_REQUEUE", "clock",
@@ -205,6 +206,7 @@ class Trainer:
         self.task = data.task
         self.grad_clip_norm = grad_clip_norm
         self.log_every_n_steps = log_every_n_steps
+        self.reports = ReportWorker()  # figures render off the training thread (rank 0)
         self.runtime = session.runtime
         self.device = self.runtime.device if self.runtime.device is not None \
             else resolve_device(self.cfg.device)
@@ -545,6 +547,7 @@ class Trainer:
         last = batches + len(loader)  # batches of this rank's epoch
         shard = _shard_samples(loader)  # samples of this rank's epoch (None: unknown)
         window: torch.Tensor | None = None  # summed losses of the accumulation window
+        window_n = 0  # micro-batches in the window
         progress = self._progress(len(loader), f"epoch {epoch}/{self.cfg.epochs} train")
         non_blocking = self.device.type == "cuda"
         self.optimizer.zero_grad(set_to_none=True)
@@ -577,6 +580,7 @@ class Trainer:
                     m.update(detached, targets)
                 # one value per optimizer step: the window's losses summed (NaN/inf stays)
                 window = loss_value if window is None else window + loss_value
+                window_n += 1
                 if progress is not None:
                     info = {}
                     if batches % self.log_every_n_steps == 0:
@@ -586,6 +590,9 @@ class Trainer:
                     continue
                 self.optimizer_step()
                 self.step += 1
+                if self.step % self.log_every_n_steps == 0:
+                    self._log_step(window, window_n, epoch)
+                window_n = 0
                 if ema is not None and self.step % ema_every == 0:
                     ema.update_parameters(self.model)
                 unchecked.append(window)
@@ -628,6 +635,17 @@ class Trainer:
             if v is not None:
                 out[name] = float(v)
         return out
+
+    def _log_step(self, window: torch.Tensor | None, count: int, epoch: int) -> None:
+        """``thelper_log_scalars`` for this optimizer step (rank 0's loss; one host sync every
+        ``log_every_n_steps`` steps, on rank 0 only)."""
+        if window is None or not self.session.is_main:
+            return
+        self.session.plugins.log_scalars(self.session, "train", self.step, {
+            "loss": float(window) / max(count, 1),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "epoch": float(epoch),
+        })
 
     def _skip_nonfinite(self, loss: torch.Tensor, index: int, epoch: int) -> bool:
         """``on_nonfinite_loss: skip``: True (after dropping the accumulated gradients) when
@@ -800,11 +818,19 @@ class Trainer:
         return out
 
     def _write_reports(self, split: str, epoch: int, metrics: dict[str, Metric]) -> None:
+        """Hand a snapshot of the metrics to the report thread (rank 0; see
+        :mod:`thelper.train.reports`): the training goes on while figures render."""
         if not self.session.is_main:
             return
+        wanted = {k: m for k, m in metrics.items() if type(m).report is not Metric.report}
+        if not wanted:
+            return
+        snap = snapshot(wanted)
+        self.reports.submit(split, lambda: self._render_reports(split, epoch, snap))
+
+    def _render_reports(self, split: str, epoch: int, metrics: dict[str, Metric]) -> None:
         for name, m in metrics.items():
-            if type(m).report is Metric.report:
-                continue
+            m.report_context = {"split": split, "epoch": epoch}  # (a snapshot's attribute)
             report = m.report(self.session.split_dir(split), name)
             if report is None:
                 continue
@@ -1083,11 +1109,29 @@ class Trainer:
         """Train from ``session.start_epoch`` to ``trainer.epochs`` (or an early stop).
 
         Sets :attr:`stopped` when the training ends (``completed`` or ``early_stopping``).
+        Whatever ends it (an interrupt too), the training curves are rendered to
+        ``output/<name>/curves.png`` and every pending report is written before it returns.
 
         Raises:
             StopRequested: A signal, or ``trainer.max_time`` (:class:`TimeLimitReached`,
                 at once when a resume finds the time used up), after a checkpoint.
         """
+        try:
+            self._fit()
+        finally:
+            s = self.session
+            if s.is_main and s.history:
+                history = {k: list(v) for k, v in s.history.items()}
+                self.reports.submit("curves", lambda: self._render_curves(history))
+            self.reports.flush()
+
+    def _render_curves(self, history: dict[str, list[dict[str, Any]]]) -> None:
+        s = self.session
+        fig = render_curves(s.output_dir / "curves.png", history, self.monitor,
+                            f"{s.name}: training curves")
+        s.plugins.log_figure(s, self.monitor_split, self.epoch, "curves", fig)
+
+    def _fit(self) -> None:
         s = self.session
         log = s.logger
         es = self.cfg.early_stopping
@@ -1163,8 +1207,12 @@ class Trainer:
                      "  |  ".join(f"{sp} " + " ".join(f"{k} {v:.4g}" for k, v in vals.items())
                                   for sp, vals in metrics.items()),
                      time.perf_counter() - t0, "  *best*" if is_best else "")
+            if s.is_main:
+                write_curves_csv(s.output_dir / "curves.csv", s.history)
             s.plugins.epoch_end(s, epoch, metrics)
             early = es is not None and self.bad_epochs >= es.patience
+            if early and "valid" in metrics and not is_best and epoch != self.cfg.epochs:
+                self._write_reports("valid", epoch, self.metrics)  # the last epoch's too
             # the time limit stops before another epoch, not after the last one
             stop = self._stop_everywhere(timed=epoch < self.cfg.epochs and not early)
             if stop:
@@ -1214,6 +1262,8 @@ class Trainer:
             values = self.evaluate(split, epoch, metrics)
         except EvaluationStopped as exc:  # nothing to save: a resume evaluates again
             raise self._stop_error(exc.reason, str(exc), self.epoch) from None
+        finally:
+            self.reports.flush()  # the reports are on disk before anyone reads them
         s.test_metrics = values
         s.logger.info("%s of the best model (epoch %s): %s", split, epoch,
                       " ".join(f"{k} {v:.4g}" for k, v in values.items()))
