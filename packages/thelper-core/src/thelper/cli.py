@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -73,6 +74,28 @@ class _Command(_FlagHelpMixin, TyperCommand):
     """Command whose help flag reads without pydantic."""
 
 
+def _type_label(self: Any, ctx: Any) -> str | None:
+    """An option's value placeholder in ``--help``: its metavar, or click's names (TEXT,
+    PATH, INTEGER, [a|b]) instead of typer's Python annotations (``<list[Path]>``)."""
+    if self.metavar is not None:
+        return self.metavar
+    import typing
+
+    desc = self.type_descriptor
+    if desc.is_choice:
+        return "[" + "|".join(str(c) for c in desc.choices or ()) + "]"
+    annotation = desc.annotation
+    if typing.get_origin(annotation) is list:
+        annotation = typing.get_args(annotation)[0]
+    names = {str: "TEXT", int: "INTEGER", float: "FLOAT", bool: "BOOLEAN", Path: "PATH"}
+    label = "PATH" if desc.is_path else names.get(annotation, "VALUE")
+    return label + ("..." if self.nargs != 1 else "")
+
+
+# Arguments show their name (CONFIG...), options a click-style placeholder.
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+typer.core.TyperOption.display_type_rich = _type_label  # type: ignore[method-assign]
+
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, cls=_Group,
                   rich_markup_mode=None, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,15 +138,34 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Only warnings and errors on the console; no progress bars "
+        "(the session's log file still gets everything).")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Also debug messages, on the console and in the log file.")
+    ] = False,
     traceback: Annotated[bool, typer.Option(
         "--traceback", help="Show full tracebacks for errors (for developers).")] = False,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version_callback, is_eager=True,
         help="Print the version and exit.")] = False,
+    install_completion: Annotated[bool, typer.Option(
+        "--install-completion", help="Install tab completion for your shell (bash, zsh, "
+        "fish, powershell; detected, or named: --install-completion bash).")] = False,
+    show_completion: Annotated[bool, typer.Option(
+        "--show-completion", help="Print the completion script for your shell (or the "
+        "shell named after it), to install it by hand.")] = False,
 ) -> None:
     # Only flags here: typer coerces every other option through pydantic, which would cost
-    # every command ~0.1 s; '-p no:NAME' is taken out of the arguments by main().
+    # every command ~0.1 s; '-p no:NAME' and the completion options (with their optional
+    # SHELL) are taken out of the arguments by main().
+    from thelper.logs import set_verbosity
+
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose exclude each other",
+                                 param_hint="'-q' / '-v'")
     _STATE["traceback"] = traceback
+    set_verbosity(-1 if quiet else (1 if verbose else 0))
 
 
 # ----------------------------------------------------------------------------- run
@@ -257,6 +299,15 @@ def run_cmd(
 
     With --nproc-per-node N (or under torchrun) the session trains on N ranks; rank 0
     writes every file. See docs/distributed.md.
+
+    Examples:
+
+    \b
+      thelper run examples/digits-classification/config.yaml
+      thelper run cfg.yaml -o runs --set trainer.epochs=5 --set trainer.device=cpu
+      thelper run base.yaml data/coins.yaml --group model=unet
+      thelper run cfg.yaml --nproc-per-node 2          # DDP on 2 ranks
+      thelper -q run cfg.yaml                          # warnings and errors only
     """
     _run(config, save_dir, sets, nproc_per_node, allow_import, group, config_root, allow_env)
 
@@ -290,6 +341,13 @@ def resume_cmd(
     Use --set to change the stored config, e.g. --set trainer.epochs=50 to train longer.
     With the world size of the original run the continuation is exact; with another one it
     works and the log says that the sample order changed.
+
+    Examples:
+
+    \b
+      thelper resume sessions/digits-classification
+      thelper resume sessions/digits-classification --set trainer.epochs=40
+      thelper resume sessions/digits-classification --eval-only
     """
     from thelper.runner import resume_session
 
@@ -364,6 +422,14 @@ def validate_cmd(
     Every problem is reported at once, one per line, as FILE:LINE:COL: PATH: MESSAGE,
     FILE being the file (base, group) that set the value, or as (--set)/(env).
     Exit code 0 when valid, 2 when invalid.
+
+    Examples:
+
+    \b
+      thelper config validate cfg.yaml
+      thelper config validate cfg.yaml --build       # also build every component
+      thelper config validate cfg.yaml --dry-run     # one batch of each split
+      thelper config validate cfg.yaml -f json
     """
     from thelper.config import check_document
     from thelper.exceptions import ConfigError
@@ -413,6 +479,12 @@ def show_cmd(
     interpolations applied, defaults filled in (what 'thelper run' would train).
 
     An invalid config prints its problems like 'config validate' and exits with 2.
+
+    Examples:
+
+    \b
+      thelper config show cfg.yaml
+      thelper config show base.yaml --group model=unet --sources
     """
     from thelper.config import check_document
     from thelper.config.compose import resolved_yaml, value_sources
@@ -451,6 +523,11 @@ def groups_cmd(
     roots (the directories of CONFIG... and each --config-root), with their choices.
 
     Folders whose name starts with '_' or '.' (e.g. _bases/) are not groups.
+
+    Examples:
+
+    \b
+      thelper config groups cfg.yaml
     """
     from thelper.config.compose import config_roots, list_groups
     from thelper.exceptions import ConfigError
@@ -488,6 +565,12 @@ def schema_cmd(
     Field descriptions included; for editors (YAML language server: put
     '# yaml-language-server: $schema=PATH' on the first line of a config).
     THELPER_DISABLE_PLUGIN_AUTOLOAD=1 gives the core-only schema.
+
+    Examples:
+
+    \b
+      thelper config schema > thelper.schema.json
+      thelper config schema --partial
     """
     from thelper.config.schema import schema_text
 
@@ -536,6 +619,12 @@ def init_cmd(
     """Write a commented starter config that validates with the installed plugins.
 
     Refuses to overwrite an existing file unless --force is given.
+
+    Examples:
+
+    \b
+      thelper config init --list
+      thelper config init classification -o my.yaml
     """
     from thelper.config.starter import (
         DEFAULT_TEMPLATE,
@@ -591,6 +680,13 @@ def plugins_list_cmd(
 
     Plugins that failed to load are listed with their error, and blocked plugins (-p no:NAME,
     THELPER_BLOCK_PLUGINS) by name; exit code stays 0.
+
+    Examples:
+
+    \b
+      thelper plugins list
+      thelper plugins list --json
+      thelper -p no:vision plugins list
     """
     pm = _pm()
     described = pm.describe()
@@ -691,15 +787,53 @@ def main(argv: list[str] | None = None) -> int:
             gc.enable()
 
 
+#: Shells that typer's completion supports.
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _completion(args: list[str]) -> int | None:
+    """Handle ``--show-completion [SHELL]`` / ``--install-completion [SHELL]`` given before
+    the command (typer's own options would import pydantic for every command)."""
+    roots = [a for a in args if a in ("--show-completion", "--install-completion")]
+    if not roots:
+        return None
+    i = args.index(roots[0])
+    shell = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else None
+    from typer._completion_shared import _get_shell_name, get_completion_script, install
+
+    shell = shell or _get_shell_name()
+    if shell not in SHELLS:
+        typer.echo(f"error: cannot {'show' if roots[0] == '--show-completion' else 'install'} "
+                   f"completion for shell {shell!r}: name one of {', '.join(SHELLS)}, e.g. "
+                   f"thelper {roots[0]} bash", err=True)
+        return 2
+    if roots[0] == "--show-completion":
+        typer.echo(get_completion_script(prog_name="thelper", complete_var="_THELPER_COMPLETE",
+                                         shell=shell))
+        return 0
+    shell, path = install(shell=shell, prog_name="thelper", complete_var="_THELPER_COMPLETE")
+    typer.echo(f"{shell} completion installed in {path}; it takes effect in a new shell")
+    return 0
+
+
 def _main(args: list[str], enable_gc: bool) -> int:
     from thelper.exceptions import ThelperError
+    from thelper.logs import set_verbosity
 
+    set_verbosity(0)  # -q/-v hold for one invocation
     try:
         args, _STATE["blocked"] = _split_blocked(args)
     except _UsageError as exc:
         typer.echo("Usage: thelper [OPTIONS] COMMAND [ARGS]...\nTry 'thelper -h' for help.\n\n"
                    f"Error: {exc}", err=True)  # as click words its usage errors
         return 2
+    if os.environ.get("_THELPER_COMPLETE"):  # the shell asks for completions (typer's classes)
+        from typer._completion_classes import completion_init
+
+        completion_init()
+    done = _completion(args[:1] + args[1:2])  # only as the first root option
+    if done is not None:
+        return done
     pm = _pm()
     if id(pm) not in _STATE.setdefault("commands_added", set()):
         _STATE["commands_added"].add(id(pm))

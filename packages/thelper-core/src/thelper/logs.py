@@ -34,9 +34,37 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def setup_logging(level: int = logging.INFO) -> logging.Logger:
-    """Configure the ``thelper`` logger with a rich console handler (idempotent)."""
+#: -1 quiet (``thelper -q``), 0 normal, 1 verbose (``thelper -v``): set per CLI invocation.
+_VERBOSITY = {"level": 0}
+
+
+def set_verbosity(level: int) -> None:
+    """Set the console's verbosity for this invocation: -1 quiet (warnings and errors, no
+    progress bars), 0 normal, 1 verbose (debug messages too)."""
+    _VERBOSITY["level"] = level
     logger = logging.getLogger("thelper")
+    for h in logger.handlers:
+        if getattr(h, "_thelper_console", False):
+            h.setLevel(logging.WARNING if level < 0 else logging.NOTSET)
+    if logger.handlers:
+        logger.setLevel(logging.DEBUG if level > 0 else logging.INFO)
+
+
+def verbosity() -> int:
+    """The verbosity :func:`set_verbosity` set (0 by default)."""
+    return _VERBOSITY["level"]
+
+
+def setup_logging(level: int | None = None) -> logging.Logger:
+    """Configure the ``thelper`` logger with a rich console handler (idempotent).
+
+    Args:
+        level: The logger's level; by default INFO, or DEBUG under ``thelper -v``. Under
+            ``thelper -q`` the console shows warnings and errors only.
+    """
+    logger = logging.getLogger("thelper")
+    if level is None:
+        level = logging.DEBUG if _VERBOSITY["level"] > 0 else logging.INFO
     logger.setLevel(level)
     logger.propagate = False
     if not any(getattr(h, "_thelper_console", False) for h in logger.handlers):
@@ -49,6 +77,9 @@ def setup_logging(level: int = logging.INFO) -> logging.Logger:
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._thelper_console = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
+    for h in logger.handlers:
+        if getattr(h, "_thelper_console", False):
+            h.setLevel(logging.WARNING if _VERBOSITY["level"] < 0 else logging.NOTSET)
     return logger
 
 
@@ -102,5 +133,5 @@ def detach_file_handlers(name: str = "thelper") -> None:
 
 
 def is_interactive() -> bool:
-    """True when progress bars can be drawn (a terminal on stderr)."""
-    return console.is_terminal and sys.stderr.isatty()
+    """True when progress bars can be drawn (a terminal on stderr, not ``thelper -q``)."""
+    return _VERBOSITY["level"] >= 0 and console.is_terminal and sys.stderr.isatty()

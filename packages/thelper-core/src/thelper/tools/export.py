@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,8 @@ def _run_exported(fmt: str, path: Path, x: torch.Tensor) -> torch.Tensor:
 
 def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
                  input_shape: tuple[int, ...] | None = None, batch: int = 4,
-                 tolerance: float = 1e-4, allow_imports: tuple[str, ...] = ()
-                 ) -> ExportResult:
+                 tolerance: float = 1e-4, allow_imports: tuple[str, ...] = (),
+                 stage: Callable[[str], None] | None = None) -> ExportResult:
     """Export the model of a session (best checkpoint) or checkpoint, and verify it.
 
     Args:
@@ -144,6 +145,8 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
         batch: Sample batch size for tracing and verification.
         tolerance: Largest accepted absolute difference between original and export.
         allow_imports: Modules the command line allows the stored config to import.
+        stage: Called with the name of each stage as it starts (``load``, ``export``,
+            ``verify``, ``metadata``): the command's progress bar.
 
     Raises:
         ExportUnsupportedError: Unknown format, or a model that cannot be exported (detection
@@ -153,6 +156,8 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
     if fmt not in FORMATS:
         raise ExportUnsupportedError(f"unknown export format {fmt!r}; choose one of "
                                      f"{', '.join(FORMATS)}")
+    stage = stage or (lambda name: None)
+    stage("load")
     trained = load_trained(source)
     if trained.task.type_name == "detection":
         raise _unsupported(trained, "it takes lists of images and returns lists of "
@@ -176,6 +181,7 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     batch_dim = torch.export.Dim("batch", min=1)
+    stage("export")
     try:
         with torch.no_grad():
             if fmt == "torchscript":
@@ -193,6 +199,7 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
         raise ExportError(f"{fmt} export of {trained.checkpoint.get('model_type')!r} failed: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     diff = 0.0
+    stage("verify")
     with torch.no_grad():
         for inputs in (x, x[:1]):  # the sample batch, and batch size 1 (dynamic batch)
             ref = model(inputs)
@@ -205,6 +212,7 @@ def export_model(source: str | Path, fmt: str, out: str | Path | None = None, *,
     if diff > tolerance:
         raise ExportError(f"{fmt} export differs from the original model by {diff:.3g} > "
                           f"tolerance {tolerance:g}; {out} is kept for inspection")
+    stage("metadata")
     cfg = trained.checkpoint.get("config") or {}
     meta = {
         "format": fmt,

@@ -207,6 +207,7 @@ class Trainer:
         self.grad_clip_norm = grad_clip_norm
         self.log_every_n_steps = log_every_n_steps
         self.reports = ReportWorker()  # figures render off the training thread (rank 0)
+        self._live: Any = None  # the run's progress display while fit() runs
         self.runtime = session.runtime
         self.device = self.runtime.device if self.runtime.device is not None \
             else resolve_device(self.cfg.device)
@@ -483,23 +484,28 @@ class Trainer:
         return outputs, targets, loss
 
     # ------------------------------------------------------------------- epochs
-    def _progress(self, total: int, label: str) -> Any:
+    def _progress(self, total: int, label: str) -> _Bar | None:
+        """A bar for one pass (``total`` batches): under the run's line while :meth:`fit`
+        shows one, else on its own; ``None`` without a terminal or with ``thelper -q``."""
         if not (self.cfg.progress and is_interactive()):
             return None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[info]}"), console=console, transient=True)
+        if self._live is not None:
+            return _Bar(self._live, self._live.add_task(label, total=total, info=""), False)
+        progress = _new_progress()
         progress.start()
-        progress.add_task(label, total=total, info="")
+        return _Bar(progress, progress.add_task(label, total=total, info=""), True)
+
+    def _run_line(self) -> Any:
+        """The whole run's line (``run NAME: epoch k/N``, elapsed, ETA) above the pass bars,
+        or ``None`` (no terminal, ``thelper -q``, ``trainer.progress: false``)."""
+        if not (self.cfg.progress and is_interactive()):
+            return None
+        progress = _new_progress()
+        s = self.session
+        done = max(s.start_epoch - 1, 0)
+        progress.add_task(f"run {s.name}: epoch {done + 1}/{self.cfg.epochs}",
+                          total=self.cfg.epochs, completed=done, info="")
+        progress.start()
         return progress
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -585,7 +591,7 @@ class Trainer:
                     info = {}
                     if batches % self.log_every_n_steps == 0:
                         info = {"info": f"loss {float(loss_sum) / max(count, 1):.4f}"}
-                    progress.update(progress.task_ids[0], advance=1, **info)
+                    progress.advance(**info)
                 if not boundary:
                     continue
                 self.optimizer_step()
@@ -797,7 +803,7 @@ class Trainer:
                     for m in metrics.values():
                         m.update(outputs, targets)
                 if progress is not None:
-                    progress.update(progress.task_ids[0], advance=1)
+                    progress.advance()
                 stop = self._stop_agreed(batches, common)
                 if stop:
                     raise EvaluationStopped(
@@ -1116,9 +1122,13 @@ class Trainer:
             StopRequested: A signal, or ``trainer.max_time`` (:class:`TimeLimitReached`,
                 at once when a resume finds the time used up), after a checkpoint.
         """
+        self._live = self._run_line()
         try:
             self._fit()
         finally:
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
             s = self.session
             if s.is_main and s.history:
                 history = {k: list(v) for k, v in s.history.items()}
@@ -1210,6 +1220,10 @@ class Trainer:
             if s.is_main:
                 write_curves_csv(s.output_dir / "curves.csv", s.history)
             s.plugins.epoch_end(s, epoch, metrics)
+            if self._live is not None:
+                run = self._live.task_ids[0]
+                self._live.update(run, completed=epoch, description=f"run {s.name}: epoch "
+                                  f"{min(epoch + 1, self.cfg.epochs)}/{self.cfg.epochs}")
             early = es is not None and self.bad_epochs >= es.patience
             if early and "valid" in metrics and not is_best and epoch != self.cfg.epochs:
                 self._write_reports("valid", epoch, self.metrics)  # the last epoch's too
@@ -1328,3 +1342,34 @@ def _version() -> str:
     from thelper import __version__
 
     return __version__
+
+
+def _new_progress() -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=console, transient=True)
+
+
+class _Bar:
+    """One pass's bar: a task of the run's display (removed when done) or its own display."""
+
+    def __init__(self, progress: Any, task: Any, own: bool) -> None:
+        self.progress, self.task, self.own = progress, task, own
+
+    def advance(self, **fields: Any) -> None:
+        self.progress.update(self.task, advance=1, **fields)
+
+    def stop(self) -> None:
+        if self.own:
+            self.progress.stop()
+        else:
+            self.progress.remove_task(self.task)
