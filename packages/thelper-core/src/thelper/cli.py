@@ -45,9 +45,13 @@ Examples:
 
   thelper plugins list                      # every registered type: name
 
-Block a plugin for one command with -p no:NAME before the command (repeatable):
+Block a plugin for one command with -p no:NAME before the command, or load a local
+plugin module (my_models.py in the current directory or on PYTHONPATH) with -p MODULE
+(both repeatable):
 
   thelper -p no:tensorboard run cfg.yaml
+
+  thelper -p my_models run cfg.yaml
 """
 
 
@@ -113,9 +117,12 @@ _STATE: dict[str, Any] = {"traceback": False, "blocked": []}
 def _pm() -> Any:
     from thelper.plugins import get_plugin_manager
 
-    pm = get_plugin_manager(blocked=_STATE["blocked"]) if _STATE["blocked"] else \
-        get_plugin_manager()
-    return pm
+    local = _STATE.get("local") or ()
+    if local and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # after PYTHONPATH and the installed packages
+    if _STATE["blocked"] or local:
+        return get_plugin_manager(blocked=_STATE["blocked"], local=local)
+    return get_plugin_manager()
 
 
 def _warn_failures(pm: Any) -> None:
@@ -224,6 +231,8 @@ def _worker_args(command: list[str], sets: list[str] | None,
     head = ["--traceback"] if _STATE["traceback"] else []
     for name in sorted(_STATE["blocked"] or ()):
         head += ["-p", f"no:{name}"]
+    for module in _STATE.get("local") or ():
+        head += ["-p", module]
     tail: list[str] = []
     for item in sets or []:
         tail += ["--set", item]
@@ -723,17 +732,19 @@ class _UsageError(Exception):
     """A malformed root option (exit code 2, reported like typer's usage errors)."""
 
 
-def _split_blocked(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Take the root ``-p no:NAME`` options (before the command) out of ``argv``.
+def _split_blocked(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Take the root ``-p`` options (before the command) out of ``argv``: ``-p no:NAME``
+    blocks a plugin, ``-p MODULE`` loads a local plugin module (like ``pytest -p``).
 
     Returns:
-        ``(arguments for typer, blocked plugin names)``.
+        ``(arguments for typer, blocked plugin names, local plugin modules)``.
 
     Raises:
-        _UsageError: ``-p`` without a value, or with a value other than ``no:NAME``.
+        _UsageError: ``-p`` without a value, or with an empty ``no:``.
     """
     rest: list[str] = []
     blocked: list[str] = []
+    local: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -747,13 +758,20 @@ def _split_blocked(argv: list[str]) -> tuple[list[str], list[str]]:
                     raise _UsageError("Option '-p' requires an argument.")
                 i += 1
                 value = argv[i]
-            if not value.startswith("no:") or len(value) <= 3:
-                raise _UsageError(f"Invalid value for -p: expected -p no:NAME, got {value!r}")
-            blocked.append(value[3:])
+            if value.startswith("no:"):
+                if len(value) <= 3:
+                    raise _UsageError("Invalid value for -p: expected -p no:NAME to block a "
+                                      "plugin or -p MODULE to load one, got 'no:'")
+                blocked.append(value[3:])
+            elif value and not value.startswith("-"):
+                local.append(value)
+            else:
+                raise _UsageError(f"Invalid value for -p: expected -p no:NAME to block a "
+                                  f"plugin or -p MODULE to load one, got {value!r}")
         else:
             rest.append(arg)
         i += 1
-    return rest, blocked
+    return rest, blocked, local
 
 
 #: Commands that finish in a moment; they run with the cyclic garbage collector paused.
@@ -822,7 +840,7 @@ def _main(args: list[str], enable_gc: bool) -> int:
 
     set_verbosity(0)  # -q/-v hold for one invocation
     try:
-        args, _STATE["blocked"] = _split_blocked(args)
+        args, _STATE["blocked"], _STATE["local"] = _split_blocked(args)
     except _UsageError as exc:
         typer.echo("Usage: thelper [OPTIONS] COMMAND [ARGS]...\nTry 'thelper -h' for help.\n\n"
                    f"Error: {exc}", err=True)  # as click words its usage errors
@@ -834,7 +852,11 @@ def _main(args: list[str], enable_gc: bool) -> int:
     done = _completion(args[:1] + args[1:2])  # only as the first root option
     if done is not None:
         return done
-    pm = _pm()
+    try:
+        pm = _pm()
+    except ThelperError as exc:  # a local plugin module (-p MODULE) that does not load
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
     if id(pm) not in _STATE.setdefault("commands_added", set()):
         _STATE["commands_added"].add(id(pm))
         try:

@@ -95,6 +95,13 @@ class PluginError(ThelperError):
     """A plugin failed to import or to register its components."""
 
 
+class LocalPluginError(PluginError):
+    """A local plugin module named on the command line (``-p MODULE``) does not load: a
+    usage error (exit code 2)."""
+
+    exit_code = 2
+
+
 class ComponentNotFoundError(ThelperError, KeyError):
     """A ``type:`` name is not registered under the requested kind."""
 

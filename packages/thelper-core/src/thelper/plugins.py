@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from thelper import hookspecs
-from thelper.exceptions import PluginError
+from thelper.exceptions import LocalPluginError, PluginError
 from thelper.registry import ComponentInfo, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -158,7 +158,8 @@ class ThelperPluginManager:
             (:attr:`registry`) mentions them when a config names an unknown component.
     """
 
-    def __init__(self, autoload: bool | None = None, blocked: Iterable[str] = ()) -> None:
+    def __init__(self, autoload: bool | None = None, blocked: Iterable[str] = (),
+                 local: Iterable[str] = ()) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
@@ -171,6 +172,46 @@ class ThelperPluginManager:
         if autoload is None:
             autoload = not os.environ.get("THELPER_DISABLE_PLUGIN_AUTOLOAD")
         self.load_entrypoints(only=None if autoload else _env_list("THELPER_PLUGINS"))
+        self.local_modules: tuple[str, ...] = ()
+        self.load_local(local)
+
+    def load_local(self, modules: Iterable[str]) -> None:
+        """Import local plugin modules by name (``thelper -p my_models``) and register them.
+
+        A module is looked up on ``sys.path`` (the CLI adds the current directory at its
+        end, after ``PYTHONPATH`` and the installed packages). It registers like an
+        installed plugin (hooks, components, commands), under its module name, with no
+        distribution. Unlike installed plugins, which the user did not name, a local module
+        that fails is an error: the command line asked for it.
+
+        Raises:
+            LocalPluginError: The module cannot be imported, or does not implement any hook.
+        """
+        for module in modules:
+            if module in self.local_modules:
+                continue
+            if not all(part.isidentifier() for part in module.split(".")):
+                raise LocalPluginError(f"-p {module}: not a module name; name a module such as "
+                                  "my_models (for my_models.py in the current directory or "
+                                  "on PYTHONPATH), or block a plugin with -p no:NAME")
+            try:
+                plugin = importlib.import_module(module)
+            except ImportError as exc:
+                raise LocalPluginError(
+                    f"-p {module}: cannot import local plugin module {module!r} ({exc}); run "
+                    f"from the directory that holds {module.split('.')[0]}.py, or add its "
+                    "directory to PYTHONPATH") from None
+            except Exception as exc:  # noqa: BLE001 - the user's module raised while importing
+                raise LocalPluginError(f"-p {module}: importing {module!r} raised "
+                                  f"{type(exc).__name__}: {exc}") from None
+            if not any(callable(getattr(plugin, n, None)) and hasattr(getattr(plugin, n),
+                       "thelper_impl") for n in dir(plugin) if n.startswith("thelper_")):
+                raise LocalPluginError(f"-p {module}: {getattr(plugin, '__file__', module)} "
+                                  "implements no thelper hook; decorate e.g. "
+                                  "thelper_register_components with @thelper.hookspecs."
+                                  "hookimpl (see docs/writing-plugins.md)")
+            self.register(plugin, name=module)
+            self.local_modules = (*self.local_modules, module)
 
     @property
     def failures(self) -> list[PluginFailure]:
@@ -410,15 +451,22 @@ class ThelperPluginManager:
 _DEFAULT: ThelperPluginManager | None = None
 
 
-def get_plugin_manager(refresh: bool = False, blocked: Iterable[str] = ()) -> ThelperPluginManager:
+def get_plugin_manager(refresh: bool = False, blocked: Iterable[str] = (),
+                       local: Iterable[str] = ()) -> ThelperPluginManager:
     """The process-wide plugin manager (created on first use).
 
     Args:
         refresh: Build a new manager (re-reading entry points).
         blocked: Plugin names to block when a new manager is built.
+        local: Local plugin modules to import (``thelper -p my_models``).
+
+    Raises:
+        PluginError: A local module cannot be imported or implements no hook.
     """
     global _DEFAULT
     wanted = set(blocked) | _env_list("THELPER_BLOCK_PLUGINS")
-    if _DEFAULT is None or refresh or _DEFAULT.blocked != wanted:
-        _DEFAULT = ThelperPluginManager(blocked=blocked)
+    local = tuple(dict.fromkeys(local))
+    if _DEFAULT is None or refresh or _DEFAULT.blocked != wanted \
+            or _DEFAULT.local_modules != local:
+        _DEFAULT = ThelperPluginManager(blocked=blocked, local=local)
     return _DEFAULT

@@ -12,7 +12,7 @@ from typing import Any
 
 from thelper.config import ConfigDocument, config_hash, document_from_dict, validate_document
 from thelper.config.compose import sources_yaml
-from thelper.exceptions import CheckpointError, ConfigError, SessionError
+from thelper.exceptions import CheckpointError, ConfigError, SessionError, ThelperError
 from thelper.logs import attach_file_handler, setup_logging
 from thelper.plugins import ThelperPluginManager, get_plugin_manager
 from thelper.runtime import Runtime
@@ -466,6 +466,7 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
     else:
         load_device = map_location
     _check_resume_target(Path(path), map_location)
+    _check_local_plugins(session_dir_of(Path(path)), pm)
     fresh = _fresh_restart(Path(path))
     if fresh is not None:  # killed before its first checkpoint: start over in place
         log.warning("%s has no checkpoint yet: starting it again from epoch 1 with its "
@@ -491,6 +492,34 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
             ckpt_path, ckpt = Path(chosen), load_checkpoint(Path(chosen), map_location)
         with _claimed(session_dir_of(ckpt_path), runtime, resumed=True):
             return _resume(path, ckpt_path, ckpt, config, cfg, pm, runtime, eval_only)
+
+
+def _check_local_plugins(session_dir: Path, pm: Any) -> None:
+    """Refuse a resume without the local plugin modules (``-p MODULE``) the session was
+    trained with: the session never loads code by itself, the command line names it.
+
+    Raises:
+        LocalPluginError: A recorded local module is not loaded.
+    """
+    import json
+
+    from thelper.data.files import open_regular
+    from thelper.exceptions import LocalPluginError
+
+    path = session_dir / "logs" / "plugins.json"
+    try:
+        with open_regular(path, "r") as f:
+            recorded = json.loads(f.read(1 << 20)).get("local_modules") or []
+    except (OSError, ValueError, AttributeError, ThelperError):
+        return  # older sessions have no record; a damaged one is not a reason to refuse
+    missing = [m for m in recorded if isinstance(m, str)
+               and m not in getattr(pm, "local_modules", ())]
+    if missing:
+        flags = " ".join(f"-p {m}" for m in missing)
+        raise LocalPluginError(
+            f"{session_dir}: the session was trained with the local plugin module(s) "
+            f"{', '.join(missing)}; resume with 'thelper {flags} resume {session_dir}' (a "
+            "session never loads code by itself)")
 
 
 def _check_resume_target(path: Path, map_location: str | None) -> None:

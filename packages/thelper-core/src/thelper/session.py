@@ -352,24 +352,45 @@ def draw_seeds(given: dict[str, int | None]) -> dict[str, int]:
 
 
 def platform_info() -> dict[str, Any]:
-    """Host, OS, Python, torch and accelerator facts for the run record."""
+    """Host, OS, Python, torch and accelerator facts for the run record.
+
+    Returns:
+        ``host``, ``os``, ``python``, ``executable``, ``cpu_count``, ``processor`` (CPU
+        model name when known), ``torch``, ``cuda`` (CUDA version torch was built with when
+        a GPU is usable, else ``None``), ``cudnn`` (version number or ``None``), ``gpus``
+        (device names, when CUDA is available) and ``devices``: one entry per accelerator,
+        ``{index, name, memory_gb, capability}``, empty on a CPU-only machine. Versions of
+        the thelper distributions installed (``thelper-core``, ``thelper-vision``, ...)
+        are included under their names. Never raises.
+    """
     info: dict[str, Any] = {
         "host": platform.node(),
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "executable": sys.executable,
         "cpu_count": os.cpu_count(),
+        "processor": _cpu_model(),
     }
     try:
         import torch
 
         info["torch"] = torch.__version__
-        info["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
-        if torch.cuda.is_available():
-            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:  # pragma: no cover
+        cuda = torch.cuda.is_available()
+        info["cuda"] = torch.version.cuda if cuda else None
+        info["cudnn"] = torch.backends.cudnn.version() if cuda else None
+        devices = []
+        if cuda:
+            info["gpus"] = [torch.cuda.get_device_name(i)
+                            for i in range(torch.cuda.device_count())]
+            for i in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(i)
+                devices.append({"index": i, "name": props.name,
+                                "memory_gb": round(props.total_memory / 2**30, 2),
+                                "capability": f"{props.major}.{props.minor}"})
+        info["devices"] = devices
+    except Exception:  # pragma: no cover - a broken torch must not fail the record
         pass
-    for dist in ("thelper-core", "thelper-vision"):
+    for dist in ("thelper-core", "thelper-vision", "thelper-geo", "thelper-gui"):
         try:
             info[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -377,11 +398,40 @@ def platform_info() -> dict[str, Any]:
     return info
 
 
+def _cpu_model() -> str | None:
+    """The CPU model name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def git_info(start: Path | None = None) -> dict[str, Any] | None:
-    """Commit, branch and dirty flag of the git work tree around ``start`` (or the CWD)."""
+    """Commit, branch, dirty flag and remote of the git work tree around ``start``.
+
+    Args:
+        start: A file or directory inside the work tree (the session's config file, so that
+            a config kept in another repository than the current directory's is described);
+            default: the current directory.
+
+    Returns:
+        ``{"commit", "branch", "dirty", "remote", "root"}`` (``remote``: the URL of
+        ``origin``, or of the first remote, with any ``user:password@`` removed; ``None``
+        without one; ``root``: the work tree's top folder), or ``None`` when ``start`` is
+        not inside a git work tree or git is not installed. Never raises.
+    """
     import subprocess
 
-    cwd = str(start or Path.cwd())
+    where = Path(start) if start is not None else Path.cwd()
+    if where.is_file() or not where.exists():
+        where = where.parent
+    if not where.is_dir():
+        return None
+    cwd = str(where)
 
     def git(*args: str) -> str | None:
         try:
@@ -395,8 +445,17 @@ def git_info(start: Path | None = None) -> dict[str, Any] | None:
     if commit is None:
         return None
     status = git("status", "--porcelain", "--untracked-files=no")
+    remote = git("remote", "get-url", "origin")
+    if remote is None:
+        names = (git("remote") or "").split()
+        remote = git("remote", "get-url", names[0]) if names else None
+    if remote:
+        import re
+
+        remote = re.sub(r"^(\w+://)[^/@]*@", r"\1", remote)  # no credentials in the record
     return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-            "dirty": bool(status)}
+            "dirty": bool(status), "remote": remote or None,
+            "root": git("rev-parse", "--show-toplevel")}
 
 
 def flatten_hparams(config: dict[str, Any]) -> dict[str, Any]:
@@ -540,7 +599,8 @@ class Session:
             write_text(safe_path(self.session_dir, "config.sources.yaml"), sources)
 
     def write_packages(self) -> None:
-        """``logs/packages.txt``: every installed distribution and version (rank 0 only).
+        """``logs/packages.txt``: every installed distribution and version, and
+        ``logs/plugins.json``: the loaded plugins and local plugin modules (rank 0 only).
 
         Raises:
             SessionError: It, or ``logs/``, is a symbolic link.
@@ -550,3 +610,10 @@ class Session:
         lines = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()
                         if d.metadata.get("Name")}, key=str.lower)
         write_text(safe_path(self.session_dir, "logs/packages.txt"), "\n".join(lines) + "\n")
+        records = getattr(self.plugins, "records", {})
+        write_json(safe_path(self.session_dir, "logs/plugins.json"), {
+            # local plugin modules (thelper -p MODULE): a resume must name them again
+            "local_modules": list(getattr(self.plugins, "local_modules", ())),
+            "plugins": [{"name": r.name, "distribution": r.distribution, "version": r.version}
+                        for r in records.values()],
+        })
