@@ -100,6 +100,9 @@ class Metric:
     """
 
     goal: ClassVar[str | None] = None
+    #: True for metrics that also look at the model's inputs (overlays, image panels): the
+    #: trainer calls :meth:`observe_inputs` before each evaluation :meth:`update`.
+    needs_inputs: ClassVar[bool] = False
     #: Set by the trainer before :meth:`report`: ``{"split": ..., "epoch": ...}``.
     report_context: dict[str, Any] = {}  # replaced per report, never mutated
 
@@ -144,6 +147,15 @@ class Metric:
         """Restore every declared state to its default (at the start of each evaluation)."""
         for name, (default, _) in self.declared_states().items():
             setattr(self, name, copy.deepcopy(default))
+
+    def observe_inputs(self, inputs: Any) -> None:
+        """The batch's model inputs, before :meth:`update` (only when :attr:`needs_inputs`;
+        evaluation passes only).
+
+        Args:
+            inputs: The task's input of the batch, e.g. images ``(N, C, H, W)`` float after
+                the base transforms.
+        """
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         """Accumulate one batch.

@@ -71,10 +71,12 @@ def overlay_mask(image: torch.Tensor, mask: torch.Tensor, palette: Sequence[Sequ
 def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor | None = None,
                class_names: Sequence[str] | None = None,
                palette: Sequence[Sequence[int]] | None = None,
-               scores: torch.Tensor | None = None, width: int = 2,
-               color: Sequence[int] | None = None) -> torch.Tensor:
+               scores: torch.Tensor | None = None, width: int | None = 2,
+               color: Sequence[int] | None = None, scaled: bool = False) -> torch.Tensor:
     """An image with XYXY ``boxes`` ``(K, 4)`` drawn over it, captioned with class names
-    (and scores); colours from ``palette`` by label, or one ``color`` for all."""
+    (and scores); colours from ``palette`` by label, or one ``color`` for all. With
+    ``scaled``, the caption font and (when ``width`` is None) the line width follow the
+    image's size (:func:`label_font`)."""
     from torchvision.utils import draw_bounding_boxes
 
     rgb = to_rgb_uint8(image)
@@ -95,7 +97,13 @@ def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor | 
         colors = [tuple(int(v) for v in palette[int(i) % len(palette)][:3]) for i in lab]
     else:
         colors = None
-    return draw_bounding_boxes(rgb, b, labels=captions, colors=colors, width=width)
+    font, size = label_font(rgb.shape[1], rgb.shape[2]) if scaled else (None, None)
+    if width is None:
+        width = max(1, round(min(rgb.shape[1], rgb.shape[2]) / 200))
+    if font is None:
+        return draw_bounding_boxes(rgb, b, labels=captions, colors=colors, width=width)
+    return draw_bounding_boxes(rgb, b, labels=captions, colors=colors, width=width,
+                               font=font, font_size=size)
 
 
 def grid(images: Sequence[torch.Tensor], nrow: int = 4, padding: int = 2) -> torch.Tensor:
@@ -140,20 +148,58 @@ def save_index_png(mask: torch.Tensor, palette: Sequence[Sequence[int]], path: s
     return path
 
 
-def figure_of(image: torch.Tensor, title: str = "") -> Any:
-    """A matplotlib figure showing one RGB image (for TensorBoard)."""
-    import matplotlib
+def figure_of(image: torch.Tensor, title: str = "",
+              legend: Sequence[tuple[str, Sequence[int]]] | None = None) -> Any:
+    """A matplotlib figure showing one RGB image (for TensorBoard and the report PNGs).
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Args:
+        image: Anything :func:`to_rgb_uint8` accepts, ``(C, H, W)``.
+        title: The figure's title (the metric, split and epoch).
+        legend: ``[(class name, (r, g, b))]``: a colour legend beside the image.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     rgb = to_rgb_uint8(image).permute(1, 2, 0).numpy()
     h, w = rgb.shape[:2]
     scale = min(12 / max(w, 1), 12 / max(h, 1), 0.05)
-    fig, ax = plt.subplots(figsize=(max(2.0, w * scale), max(2.0, h * scale)))
+    extra = 2.2 if legend else 0.0
+    # not pyplot: reports render on the trainer's report thread
+    width = max(2.0, w * scale, 0.075 * len(title))  # the title fits
+    fig = Figure(figsize=(width + extra, max(2.0, h * scale)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
     ax.imshow(rgb, interpolation="nearest")
     ax.set_axis_off()
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize="medium")
+    if legend:
+        handles = [Patch(facecolor=tuple(v / 255 for v in color[:3]), edgecolor="black",
+                         label=name) for name, color in legend]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  fontsize="small", frameon=False)
     fig.tight_layout()
     return fig
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write a figure of :func:`figure_of` as PNG (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    tmp.replace(path)
+    return path
+
+
+def label_font(height: int, width: int) -> tuple[str | None, int]:
+    """A TrueType font (matplotlib's DejaVu Sans) and a size about 1/30 of the image's
+    shorter side (at least 10 px), so box captions stay readable on large images."""
+    try:
+        from matplotlib import font_manager
+
+        path = font_manager.findfont("DejaVu Sans", fallback_to_default=True)
+    except Exception:  # noqa: BLE001 - captions then use PIL's fixed bitmap font
+        path = None
+    return path, max(10, round(min(height, width) / 30))

@@ -148,3 +148,10 @@ class MinMaxNormalizeParams(Params):
         if self.high <= self.low:
             raise ValueError(f"high must be greater than low (got {self.low}, {self.high})")
         return self
+
+
+class ImagePanelsParams(Params):
+    """Params of ``image_panels``."""
+
+    max_images: int = Field(default=8, ge=1)
+    """Images whose input | output | target panels are written."""

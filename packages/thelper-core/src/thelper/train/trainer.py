@@ -787,6 +787,7 @@ class Trainer:
             common = int(self.runtime.all_reduce(t, "min")[0])
         progress = self._progress(len(loader), f"epoch {epoch}/{self.cfg.epochs} {split}")
         non_blocking = self.device.type == "cuda"
+        observers = [m for m in metrics.values() if getattr(m, "needs_inputs", False)]
         try:
             for batch in loader:
                 batches += 1
@@ -800,6 +801,8 @@ class Trainer:
                     n = _batch_size(batch, self.task)
                     count += n
                     loss_sum += loss.float() * n
+                    for m in observers:
+                        m.observe_inputs(batch[self.task.input_key])
                     for m in metrics.values():
                         m.update(outputs, targets)
                 if progress is not None:
