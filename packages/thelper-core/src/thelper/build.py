@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from thelper.data.datasets import check_import_allowed
 from thelper.data.loaders import Compose, SplitDataset, make_loader
-from thelper.data.splits import SPLITS, dataset_labels, split_indices
+from thelper.data.splits import SPLITS, dataset_labels, group_record, split_dataset
 from thelper.exceptions import ConfigError, DataError
 from thelper.finetune import (
     apply_freeze,
@@ -148,8 +148,8 @@ def build_data(cfg: Any, seeds: dict[str, int], registry: Registry, *,
         if not ratios:
             log.warning("dataset %r is not used by any split", name)
             continue
-        labels = dataset_labels(ds, ds.task)  # stratify on the dataset's own classes
-        indices[name] = split_indices(len(ds), ratios, seeds["split"], labels)
+        # by group when the dataset exposes groups, else stratified on its own classes
+        indices[name] = split_dataset(ds, ratios, seeds["split"], ds.task)
     label_maps: dict[str, list[int]] = {}
     merged_names = getattr(task, "class_names", None)
     for name, ds in datasets.items():
@@ -308,6 +308,10 @@ def assemble(cfg: Any, seeds: dict[str, int], registry: Registry,
     stage = stage or (lambda name: contextlib.nullcontext())
     with stage("datasets"):
         data = build_data(cfg, seeds, registry, runtime=runtime, logger=log)
+    with stage("loaders"):  # a transform given the wrong input type, before any worker
+        from thelper.config.validate import check_transforms
+
+        check_transforms(data.splits, cfg)
     if runtime.distributed:
         digests = runtime.all_gather_object(data.digest())
         if len(set(digests)) != 1:
@@ -354,6 +358,8 @@ def record(session: Any, parts: Assembly) -> None:
         "seed": data.seed,
         "datasets": {n: {"size": len(ds), "type": cfg.datasets[n].type,
                          "indices": data.indices.get(n, {})} for n, ds in data.datasets.items()},
+        "groups": {n: g for n, ds in data.datasets.items()
+                   if (g := group_record(ds, data.indices.get(n, {}))) is not None},
         "sizes": {s: len(sd) for s, sd in data.splits.items()},
     }
     (logs / "splits.json").write_text(json.dumps(summary, indent=1))

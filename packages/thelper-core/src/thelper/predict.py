@@ -418,9 +418,19 @@ class Predictor:
         except Exception as exc:  # noqa: BLE001 - any decoder failure names the file
             raise DataError(f"cannot decode {str(path)!r}: {type(exc).__name__}: {exc}"
                             ) from exc
+        return self.prepare(value, str(path))
+
+    def prepare(self, value: Any, path: str = "") -> dict[str, Any]:
+        """A decoded input as a training sample: ``{input_key: base_transforms(value),
+        "path": path}``.
+
+        For readers that decode parts of a file themselves (e.g. the windows of a raster in
+        thelper-geo's sliding-window inference): ``value`` is what the training dataset's
+        samples held under the task's ``input_key`` before the base transforms.
+        """
         if self.transform is not None:
             value = self.transform(value)
-        return {self.task.input_key: value, "path": str(path)}
+        return {self.task.input_key: value, "path": path}
 
     def collate(self, samples: Sequence[Mapping[str, Any]]) -> Any:
         """The model input of a list of samples (the task's collation, then its input key);
@@ -462,6 +472,31 @@ class Predictor:
         with torch.inference_mode():
             outputs = self._forward(inputs)
             return _to_cpu(self.output_class.predictions(self.task, outputs))
+
+    def forward(self, inputs: Any) -> Any:
+        """The model's raw outputs for a batch of model inputs (no decoding), on the model's
+        device, under ``torch.inference_mode``.
+
+        Args:
+            inputs: What :meth:`collate` returns (e.g. ``(N, C, H, W)`` float32).
+        """
+        with torch.inference_mode():
+            return self._forward(inputs)
+
+    @property
+    def runner(self) -> Callable[..., list[Path]] | None:
+        """The infer runner registered for the session's file decoder, or ``None``.
+
+        A component of kind ``infer_runner`` named after the decoder (that is, after the
+        training dataset's type) predicts whole files itself instead of one sample per file:
+        thelper-geo's sliding window over a raster. ``thelper infer`` hands it the files
+        (:func:`thelper.tools.infer.infer`); it is called as ``runner(predictor, files,
+        out, **options)`` and returns the files it wrote.
+        """
+        if self.decoder_spec is None:
+            return None
+        name = self.registry.canonical("infer_runner", str(self.decoder_spec["type"]))
+        return None if name is None else self.registry.get("infer_runner", name).load()
 
     def _batches(self, items: Iterable[tuple[Source, Mapping[str, Any]]]
                  ) -> Iterator[tuple[list[Source], Any]]:

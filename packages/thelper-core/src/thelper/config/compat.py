@@ -5,6 +5,9 @@ back to the paths the user wrote, so that every message still points at the user
 
 - keys written with spaces where 0.6 documented them (``loaders: {batch size: 32}``,
   ``scheduler: {step metric: accuracy}``) become underscores;
+- 0.6's augmentation block ``train_augments: {append: false, transforms: [...]}`` becomes
+  the list itself (augments run before the base transforms, which is what ``append: false``
+  meant); ``append: true`` is left for the schema to report with :func:`legacy_value_hint`;
 - the import-path escape hatch: a dataset whose ``type`` is not registered but is an import
   path (``torchvision.datasets.CIFAR10``) becomes the registered import adapter,
   ``{type: torch_dataset, params: {class_path: torchvision.datasets.CIFAR10, params: {...}}}``.
@@ -28,7 +31,7 @@ from thelper.config.source import Loc
 from thelper.registry import Registry
 
 __all__ = ["Normalized", "normalize", "iter_slots", "slot_component", "used_components",
-           "legacy_key_hint", "LEGACY_KEYS"]
+           "legacy_key_hint", "legacy_value_hint", "LEGACY_KEYS"]
 
 #: ``{(parent path pattern, key): hint}`` for thelper 0.6 keys; ``*`` matches one part.
 LEGACY_KEYS: dict[tuple[str, str], str] = {
@@ -45,6 +48,28 @@ LEGACY_KEYS: dict[tuple[str, str], str] = {
                            "(see docs/config/finetuning.md; thelper 0.6 pickled checkpoints "
                            "are not loaded); to continue a session use 'thelper resume "
                            "SESSION_DIR'",
+    ("loaders", "eval_augments"): "test-time augmentation is not supported: remove "
+                                  "'eval_augments' (valid and test samples get only "
+                                  "'base_transforms')",
+    ("loaders", "task_compat_mode"): "datasets of one session must have compatible tasks "
+                                     "(they are merged); remove 'task_compat_mode'",
+    ("loaders", "skip_verif"): "splits are always re-drawn from 'seeds.split' and recorded in "
+                               "logs/splits.json; remove 'skip_verif'",
+    ("loaders", "skip_split_norm"): "split ratios are never normalised (their sum must be at "
+                                    "most 1); remove 'skip_split_norm'",
+    ("loaders", "skip_class_balancing"): "splits are always stratified by class; remove "
+                                         "'skip_class_balancing'",
+    ("model.params", "pretrained"): "weights are never downloaded: remove 'pretrained' (random "
+                                    "initialisation), or save torchvision's weights once "
+                                    "and give 'weights_path: FILE' with 'weights_strict: "
+                                    "false' (the 1000-class head is then skipped)",
+    ("model.params", "input_size"): "torchvision models take any input size: remove "
+                                    "'input_size' (resize the images with a 'resize' "
+                                    "transform instead)",
+    ("trainer", "viz"): "visualisations are not part of training: remove 'viz' (draw batches "
+                        "with 'thelper viz CONFIG' (thelper-vision); t-SNE is not provided)",
+    ("trainer", "save_raw"): "checkpoints always hold plain tensors and containers "
+                             "(torch.load(weights_only=True)); remove 'save_raw'",
     ("", "cudnn_benchmark"): "cuDNN autotuning is not configurable; remove it",
     ("", "cudnn_deterministic"): "write 'trainer: {deterministic: true}'",
     ("", "export"): "thelper 0.6 export configs are not session configs: export a trained "
@@ -60,6 +85,21 @@ def legacy_key_hint(parent: Loc, key: str) -> str | None:
     for (pattern, name), hint in LEGACY_KEYS.items():
         if hint and name == key and fnmatch.fnmatchcase(text, pattern):
             return hint
+    return None
+
+
+def legacy_value_hint(loc: Loc, value: Any) -> str | None:
+    """Advice for a thelper 0.6 value at ``loc`` that the schema refuses, or ``None``.
+
+    Covers the augmentation block with ``append: true`` (``append: false`` is rewritten by
+    :func:`normalize`).
+    """
+    if tuple(loc) == ("loaders", "train_augments") and isinstance(value, dict) \
+            and "transforms" in value:
+        return ("thelper 0.6's {append, transforms} block: write the transforms as the list "
+                "itself ('train_augments: [...]'); they always run before 'base_transforms' "
+                "(0.6's append: false), so with append: true move them to where they apply "
+                "(e.g. after a 'torchvision.transforms.ToTensor' at the start of the list)")
     return None
 
 
@@ -185,6 +225,13 @@ def normalize(data: dict[str, Any], registry: Registry) -> Normalized:
     loaders = doc.get("loaders")
     if isinstance(loaders, dict):
         doc["loaders"] = _despace(loaders, _SPACED_LOADERS, ("loaders",), out.renames)
+        augments = doc["loaders"].get("train_augments")
+        if isinstance(augments, dict) and set(augments) <= {"append", "transforms"} \
+                and isinstance(augments.get("transforms"), list) \
+                and augments.get("append", False) is False:
+            doc["loaders"]["train_augments"] = augments["transforms"]
+            out.renames.append((("loaders", "train_augments"),
+                                ("loaders", "train_augments", "transforms")))
     trainer = doc.get("trainer")
     optim = trainer.get("optimization") if isinstance(trainer, dict) else None
     sched = optim.get("scheduler") if isinstance(optim, dict) else None

@@ -64,6 +64,13 @@ LEGACY_TYPES: dict[tuple[str, str], str] = {
     ("transform", "thelper.transforms.NormalizeMinMax"):
         "thelper 0.6's min-max normalisation has no alias: use 'normalize' (thelper-vision), "
         "(x - mean) / std per channel",
+    ("transform", "Augmentor.Pipeline"):
+        "Augmentor pipelines are not supported: list the torchvision transforms instead "
+        "(e.g. 'random_rotation', 'random_horizontal_flip', 'random_vertical_flip'; "
+        "'thelper plugins list' shows them all)",
+    ("transform", "albumentations.Compose"):
+        "albumentations pipelines are not supported: list the torchvision transforms instead "
+        "('thelper plugins list' shows them all)",
     ("transform", "thelper.transforms.CenterCrop"):
         "use 'center_crop' (thelper-vision)",
     ("transform", "thelper.transforms.ToGray"): "use 'grayscale' (thelper-vision)",
@@ -71,9 +78,54 @@ LEGACY_TYPES: dict[tuple[str, str], str] = {
 }
 
 
-def legacy_type_hint(kind: str, name: str) -> str | None:
-    """Advice for a thelper 0.6 ``type`` that has no alias."""
-    return LEGACY_TYPES.get((kind, name))
+def _numbers(value: Any) -> list[float] | None:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(x, int | float) and not isinstance(x, bool)
+                            for x in items):
+        return None
+    return [float(x) for x in items]
+
+
+def _minmax_as_normalize(params: Any) -> str | None:
+    """``normalize`` params equal to 0.6's ``NormalizeMinMax(min, max)`` on 8-bit images.
+
+    0.6 computed ``(x - min) / (max - min)`` on raw values ``x`` in ``[0, 255]``;
+    ``normalize`` sees ``x / 255`` (it scales uint8 images, and ``ToTensor`` does too), so
+    ``mean = min / 255`` and ``std = (max - min) / 255`` give the same numbers.
+    """
+    if not isinstance(params, dict):
+        return None
+    low, high = _numbers(params.get("min")), _numbers(params.get("max"))
+    if low is None or high is None or len(low) != len(high) \
+            or any(h <= lo for lo, h in zip(low, high, strict=True)):
+        return None
+    mean = ", ".join(f"{lo / 255:.6g}" for lo in low)
+    std = ", ".join(f"{(h - lo) / 255:.6g}" for lo, h in zip(low, high, strict=True))
+    return (f"on 8-bit images, (x - min) / (max - min) is {{type: normalize, params: "
+            f"{{mean: [{mean}], std: [{std}]}}}}, placed after "
+            "'torchvision.transforms.ToTensor'")
+
+
+def legacy_type_hint(kind: str, name: str, value: Any = None) -> str | None:
+    """Advice for a thelper 0.6 ``type`` that has no alias.
+
+    Args:
+        kind: Component kind.
+        name: The ``type`` (or 0.6 ``operation``) written.
+        value: The whole slot (``{type, params}``), to compute exact replacements (the
+            ``normalize`` params of a ``NormalizeMinMax``, params to drop).
+    """
+    hint = LEGACY_TYPES.get((kind, name))
+    if hint is None:
+        return None
+    params = value.get("params") if isinstance(value, dict) else None
+    if name == "thelper.transforms.NormalizeMinMax":
+        exact = _minmax_as_normalize(params)
+        if exact:
+            hint += f"; {exact}"
+    elif kind == "model" and isinstance(params, dict) and "input_size" in params:
+        hint += ", and remove 'params.input_size' (torchvision models take any input size)"
+    return hint
 
 
 def suggest(registry: Registry, kind: str, name: str) -> str:

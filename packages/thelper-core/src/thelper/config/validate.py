@@ -1,9 +1,13 @@
 """Validate a config document against the installed plugins, reporting every problem.
 
-Schema depth only: nothing here imports torch or a plugin's implementation modules.
+Schema depth: nothing here imports torch or a plugin's implementation modules, except
+:func:`check_transforms`, the build-depth check of the transform pipelines that
+:func:`thelper.build.assemble` runs on built splits.
 
 Steps: :func:`thelper.config.compat.normalize` rewrites thelper 0.6 spellings (remembering
-the user's paths), one ``model_validate`` of the run-time session model
+the user's paths), a missing ``name`` becomes the stem of the config file named on the
+command line (as thelper 0.6 did: ``configs/classif-cifar10.json`` names its session
+``classif-cifar10``), one ``model_validate`` of the run-time session model
 (:mod:`thelper.config.dynamic`) checks every section and every component's params, then the
 cross-section rules (:mod:`thelper.config.rules`) run. Each problem becomes a
 :class:`~thelper.exceptions.ConfigIssue` with the user's dotted path and ``file:line:col``.
@@ -11,17 +15,20 @@ cross-section rules (:mod:`thelper.config.rules`) run. Each problem becomes a
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Collection, Iterable
+from pathlib import PurePath
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from thelper.config.compat import (
     Normalized,
     iter_slots,
     legacy_key_hint,
+    legacy_value_hint,
     normalize,
     slot_component,
     used_components,
@@ -29,12 +36,13 @@ from thelper.config.compat import (
 from thelper.config.dynamic import UNKNOWN_COMPONENT, import_adapter, session_model
 from thelper.config.hints import legacy_type_hint, not_installed, suggest
 from thelper.config.imports import confirm_imports, is_import_path
+from thelper.config.models import NAME_PATTERN
 from thelper.config.rules import cross_rules
 from thelper.config.source import ConfigDocument, Loc
 from thelper.exceptions import ConfigError, ConfigIssue, PluginError
 from thelper.registry import Registry, closest
 
-__all__ = ["validate_document", "check_document", "format_issues"]
+__all__ = ["validate_document", "check_document", "format_issues", "check_transforms"]
 
 _MISSING = object()
 
@@ -62,6 +70,8 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Loc, Any]:
     out: list[Any] = []
     for item in loc:
         tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, RootModel):  # a section that is one slot
+            tp = _unwrap(tp.model_fields["root"].annotation)
         if _is_union(tp):
             member = _tagged_member(tp, item)
             if member is not None:  # a discriminated-union tag: not part of the data path
@@ -69,6 +79,8 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Loc, Any]:
                 continue
             members = [a for a in typing.get_args(tp) if a is not type(None)]
             tp = _unwrap(members[0]) if len(members) == 1 else None
+            if isinstance(tp, type) and issubclass(tp, RootModel):
+                tp = _unwrap(tp.model_fields["root"].annotation)
             if tp is not None and _is_union(tp):
                 member = _tagged_member(tp, item)
                 if member is not None:
@@ -176,7 +188,7 @@ def _unknown_component(kind: str, value: Any, loc: Loc, registry: Registry,
         parts.append(f"plugin {refused.name!r}{dist} registers it, but it was refused: "
                      f"{refused.error}")
         return (*loc, key), "; ".join(parts)
-    legacy = legacy_type_hint(kind, name)
+    legacy = legacy_type_hint(kind, name, value)
     if legacy:
         parts.append(legacy)
     install = not_installed(kind, name, registry, failures)
@@ -192,7 +204,8 @@ def _unknown_component(kind: str, value: Any, loc: Loc, registry: Registry,
 
 def _schema_issues(report: _Reporter, exc: ValidationError, registry: Registry,
                    model: type[BaseModel], failures: Iterable[Any],
-                   reported: Collection[tuple[str, str]] = ()) -> None:
+                   reported: Collection[tuple[str, str]] = (),
+                   missing_name: str | None = None) -> None:
     data = report.norm.data
     for err in exc.errors(include_url=False):
         raw_loc = tuple(err["loc"])
@@ -239,11 +252,16 @@ def _schema_issues(report: _Reporter, exc: ValidationError, registry: Registry,
             description = _first_sentence(field.description if field else None)
             if description:
                 msg += f" ({description})"
+            if loc == ("name",) and missing_name:
+                msg += f"; {missing_name}"
         else:
             msg = str(err.get("msg", etype))
             value = err.get("input", _MISSING)
             if value is not _MISSING:
                 msg += f" (got {_short(value)})"
+            legacy = legacy_value_hint(report.norm.original(loc), _get(data, loc))
+            if legacy:
+                msg += f"; {legacy}"
         report.emit(loc, msg)
 
 
@@ -274,6 +292,34 @@ def _unimportable_params(registry: Registry,
     return broken
 
 
+def _command_line_file(doc: ConfigDocument) -> str | None:
+    """The one config file named on the command line, or ``None`` (in-memory documents,
+    several files)."""
+    named = doc.recipe.get("files") or ([doc.file] if doc.file else [])
+    return str(named[0]) if len(named) == 1 else None
+
+
+def _name_from_stem(doc: ConfigDocument, norm: Normalized) -> str | None:
+    """Give ``norm.data`` the stem of its file as ``name`` when it has none (thelper 0.6).
+
+    Returns:
+        Why no name could be taken (appended to the "missing" message), or ``None``.
+    """
+    data = norm.data
+    if not isinstance(data, dict) or data.get("name") is not None:
+        return None
+    file = _command_line_file(doc)
+    if file is None:
+        return ("give 'name', or name a single config file: its stem becomes the name"
+                if doc.files else None)
+    stem = PurePath(file).stem
+    if not re.fullmatch(NAME_PATTERN, stem):
+        return (f"the file's stem {stem!r} cannot be a session name (letters, digits, "
+                "'_', '.', '+', '-'): give 'name', or rename the file")
+    data["name"] = stem
+    return None
+
+
 def check_document(doc: ConfigDocument, registry: Registry, *,
                    failures: Iterable[Any] = (), allow_imports: Iterable[str] = (),
                    warnings: list[ConfigIssue] | None = None
@@ -301,6 +347,7 @@ def check_document(doc: ConfigDocument, registry: Registry, *,
     failures = list(failures)
     doc, unconfirmed = _confirmed_imports(doc, allow_imports)
     norm = normalize(doc.data, registry)
+    no_stem = _name_from_stem(doc, norm)
     report = _Reporter(doc, norm)
     for index, module in unconfirmed:
         report.emit(("imports", "allow", index),
@@ -327,7 +374,8 @@ def check_document(doc: ConfigDocument, registry: Registry, *,
         try:
             config = model.model_validate(norm.data)
         except ValidationError as exc:
-            _schema_issues(report, exc, registry, model, failures, reported=broken)
+            _schema_issues(report, exc, registry, model, failures, reported=broken,
+                           missing_name=no_stem)
         except Exception as exc:  # noqa: BLE001 - a params model's own validator crashed
             report.emit((), f"a params model raised {type(exc).__name__} while validating: "
                             f"{exc} (this is a bug in the plugin that registers it)")
@@ -394,3 +442,90 @@ def validate_document(doc: ConfigDocument, registry: Registry, *,
             issues,
         )
     return config
+
+
+# ------------------------------------------------------------------ build depth: transforms
+
+def _describe_input(value: Any) -> str:
+    """``PIL image (mode RGB, 64x64)``, ``tensor torch.uint8 (3, 64, 64)``, ... for messages."""
+    module = type(value).__module__ or ""
+    if module.startswith("PIL."):
+        size = getattr(value, "size", None)
+        shown = f", {size[0]}x{size[1]}" if isinstance(size, tuple) and len(size) == 2 else ""
+        return f"a PIL image (mode {getattr(value, 'mode', '?')}{shown})"
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        kind = "tensor" if module.startswith("torch") else type(value).__name__
+        return f"a {kind} {getattr(value, 'dtype', '')} {tuple(int(s) for s in shape)}"
+    if isinstance(value, dict):
+        return "a sample mapping (keys " + ", ".join(map(str, list(value)[:6])) + ")"
+    return f"a {type(value).__name__}"
+
+
+def _transform_fix(value: Any, exc: BaseException) -> str:
+    text = str(exc)
+    if type(value).__module__.startswith("PIL.") or "PIL" in text:
+        return ("move it after 'torchvision.transforms.ToTensor' (to_float), which turns PIL "
+                "images into tensors, or add one before it")
+    if hasattr(value, "shape") and not type(value).__module__.startswith("torch"):
+        return "add 'torchvision.transforms.ToTensor' (to_float) before it"
+    return "check its params and the order of the transforms before it"
+
+
+def check_transforms(splits: dict[str, Any], cfg: Any) -> None:
+    """Apply each split's transform pipeline to the split's first sample, one transform at a
+    time, in this process, so that a transform given the wrong type of input (a PIL image
+    where a tensor is expected, ...) is reported with its config path and the fix before any
+    loader worker starts (a worker would only say "Caught TypeError in DataLoader worker
+    process 0").
+
+    The random number generators (torch's CPU generator, NumPy's and ``random``'s global
+    ones) are restored afterwards, so that checking changes no result. A split whose first
+    sample cannot be read is skipped (reading it again in the loader reports it).
+
+    Args:
+        splits: ``{split: SplitDataset}`` as built (:func:`thelper.build.build_data`); each
+            transform is ``Compose`` of ``train_augments + base_transforms`` (train) or
+            ``base_transforms`` (valid, test).
+        cfg: The validated session config (for the transforms' types and config paths).
+
+    Raises:
+        ConfigError: A transform raised ``TypeError`` or ``ValueError`` on the sample; the
+            message names ``loaders.<list>[i]``, its type, the input it got and the fix.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    from thelper.data.datasets import as_sample
+
+    base = [("base_transforms", i, s) for i, s in enumerate(cfg.loaders.base_transforms)]
+    augments = [("train_augments", i, s) for i, s in enumerate(cfg.loaders.train_augments)]
+    for split, sd in splits.items():
+        stages = getattr(sd.transform, "transforms", None)
+        specs = (augments + base) if split == "train" else base
+        if not stages or len(stages) != len(specs) or len(sd) == 0:
+            continue
+        try:
+            name, ds, index = sd.locate(0)
+            value = as_sample(ds[index])[sd.input_key]
+        except Exception:  # noqa: BLE001 - unreadable samples are the loader's to report
+            continue
+        states = (torch.default_generator.get_state(), np.random.get_state(), random.getstate())
+        try:
+            torch.default_generator.manual_seed(sd.seed)
+            for (key, i, spec), transform in zip(specs, stages, strict=True):
+                try:
+                    value = transform(value)
+                except (TypeError, ValueError) as exc:
+                    reason = " ".join(str(exc).split()) or type(exc).__name__
+                    raise ConfigError(
+                        f"loaders.{key}[{i}] ({spec.type}) cannot transform {split} sample 0 "
+                        f"of dataset {name!r}: it got {_describe_input(value)} "
+                        f"({type(exc).__name__}: {reason}); {_transform_fix(value, exc)}"
+                    ) from exc
+        finally:
+            torch.default_generator.set_state(states[0])
+            np.random.set_state(states[1])
+            random.setstate(states[2])

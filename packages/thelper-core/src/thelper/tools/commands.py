@@ -32,13 +32,19 @@ def split_cmd(
     Samples are stored raw (before transforms) with their source dataset and index, the
     task, class names and seeds. Train on it with datasets of type 'hdf5'
     (params: {path: ARCHIVE.h5, split: train}).
+
+    Examples:
+
+    \b
+      thelper split cfg.yaml -o data.h5
+      thelper split cfg.yaml -o data.h5 --compression gzip --encode png
     """
     from rich.progress import Progress
 
     from thelper.build import assemble
     from thelper.config import load_config, validate_document
     from thelper.exceptions import ConfigError
-    from thelper.logs import console, setup_logging
+    from thelper.logs import console, is_interactive, setup_logging
     from thelper.plugins import get_plugin_manager
     from thelper.session import draw_seeds
     from thelper.tools.archive import COMPRESSIONS, check_codecs, write_archive
@@ -60,7 +66,7 @@ def split_cmd(
     seeds = draw_seeds(cfg.seeds.model_dump())
     data = assemble(cfg, seeds, pm.registry, model=False).data
     total = sum(len(i) for idx in data.indices.values() for i in idx.values())
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as prog:
+    with Progress(console=console, transient=False, disable=not is_interactive()) as prog:
         bar = prog.add_task("writing archive", total=total)
         write_archive(data, out, compression=compression, key_compression=per_key,
                       encode=encode, meta={"seeds": seeds, "session": cfg.name,
@@ -90,6 +96,12 @@ def export_cmd(
     batch size 1) and fails when the largest absolute difference exceeds --tolerance.
     Writes <file>.meta.pt / <file>.meta.json (task, class names, input shape, transforms)
     beside it, e.g. model.onnx.meta.pt, so every format of a session can sit in one folder.
+
+    Examples:
+
+    \b
+      thelper export sessions/digits-classification
+      thelper export sessions/digits-classification --format onnx
     """
     from thelper.exceptions import ConfigError
     from thelper.tools.export import FORMATS, export_model
@@ -106,8 +118,22 @@ def export_cmd(
         if not shape or min(shape) < 1:
             raise ConfigError(f"--input-shape {input_shape!r}: expected positive integers "
                               "C,H,W separated by commas, e.g. --input-shape 3,224,224")
-    result = export_model(source, fmt, out, input_shape=shape, tolerance=tolerance,
-                          allow_imports=allowed_imports(allow_import))
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from thelper.logs import console, is_interactive
+
+    stages = ("load", "export", "verify", "metadata")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console, transient=False, disable=not is_interactive()) as prog:
+        task = prog.add_task(f"export {fmt}", total=len(stages))
+
+        def stage(name: str) -> None:
+            prog.update(task, completed=stages.index(name),
+                        description=f"export {fmt}: {name}")
+
+        result = export_model(source, fmt, out, input_shape=shape, tolerance=tolerance,
+                              allow_imports=allowed_imports(allow_import), stage=stage)
+        prog.update(task, completed=len(stages), description=f"export {fmt}: done")
     typer.echo(f"exported {result.path} ({fmt}); max |difference| {result.max_abs_diff:.3g} "
                f"on inputs {list(result.input_shape)}; metadata {result.meta_path}")
 
@@ -123,16 +149,43 @@ def infer_cmd(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
     top_k: Annotated[int, typer.Option(help="Classes listed per image.", min=1)] = 3,
     allow_import: AllowImportOption = None,
+    tile_size: Annotated[int | None, typer.Option(
+        help="Sliding window (geo rasters): window side in pixels [default: the training "
+        "tiles'].", min=1)] = None,
+    overlap: Annotated[int | None, typer.Option(
+        help="Sliding window: pixels shared by neighbouring windows, blended with weights "
+        "[default: tile size / 4].", min=0)] = None,
+    probabilities: Annotated[str, typer.Option(
+        help="Sliding window: also write per-class probabilities: none, uint8 or float32.")
+    ] = "none",
+    cog: Annotated[bool, typer.Option(
+        "--cog", help="Sliding window: write Cloud Optimized GeoTIFFs.")] = False,
+    polygons: Annotated[bool, typer.Option(
+        "--polygons/--no-polygons", help="Sliding window: also write the class map's "
+        "polygons as GeoJSON.")] = True,
+    gdal_cache_mb: Annotated[int | None, typer.Option(
+        help="Sliding window: GDAL block cache cap in MiB [default: the dataset's].", min=1)
+    ] = None,
 ) -> None:
     """Run a trained model on images (or a split) and write predictions.
 
     Classification: predictions.csv with top-k class names and scores; segmentation: PNG
-    masks; detection: detections.json; regression: predictions.csv.
+    masks; detection: detections.json; regression: predictions.csv. Sessions trained on
+    rasters (thelper-geo) predict whole rasters with a sliding window instead: GeoTIFFs
+    with the input's grid (class map, probabilities or regression map) and GeoJSON polygons.
+
+    Examples:
+
+    \b
+      thelper infer sessions/digits-classification --split test
+      thelper infer sessions/digits-classification img1.png img2.png -o preds
     """
     from thelper.tools.infer import infer
 
     result = infer(model, inputs or [], out, split=split, batch_size=batch_size, top_k=top_k,
-                   allow_imports=allowed_imports(allow_import))
+                   allow_imports=allowed_imports(allow_import), tile_size=tile_size,
+                   overlap=overlap, probabilities=probabilities, cog=cog, polygons=polygons,
+                   gdal_cache_mb=gdal_cache_mb)
     typer.echo(f"predictions written to {result}")
 
 

@@ -7,6 +7,14 @@ classification → ``predictions.csv`` (top-k class names and softmax scores); r
 index per pixel); detection → ``detections.json``; super-resolution and autoencoding →
 ``images/<stem>.png`` (or ``.tif`` for float data). ``inference.yaml`` (the command's
 settings) and ``training-config.yaml`` (the session's config) are written beside them.
+
+Sessions whose dataset type registers an *infer runner* (a component of kind
+``infer_runner`` named after the dataset type, see :attr:`thelper.predict.Predictor.runner`)
+predict whole files through it instead: thelper-geo's ``geotiff_tiles`` runs a sliding
+window over each raster and writes GeoTIFFs with the input's grid. The window options
+(:data:`RUNNER_OPTIONS`: ``tile_size``, ``overlap``, ``probabilities``, ``cog``,
+``polygons``, ``gdal_cache_mb``) are passed to the runner; they are refused for sessions
+without one.
 """
 
 from __future__ import annotations
@@ -21,9 +29,19 @@ import yaml
 from thelper.exceptions import ConfigError, DataError
 from thelper.logs import console, is_interactive
 
-__all__ = ["IMAGE_EXTENSIONS", "infer", "find_inputs"]
+__all__ = ["IMAGE_EXTENSIONS", "RUNNER_OPTIONS", "infer", "find_inputs"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+#: Options of infer runners, ``{name: (command-line flag, value meaning "not given")}``.
+RUNNER_OPTIONS: dict[str, tuple[str, Any]] = {
+    "tile_size": ("--tile-size", None),
+    "overlap": ("--overlap", None),
+    "probabilities": ("--probabilities", "none"),
+    "cog": ("--cog", False),
+    "polygons": ("--polygons/--no-polygons", True),
+    "gdal_cache_mb": ("--gdal-cache-mb", None),
+}
 
 
 def find_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -48,7 +66,10 @@ def find_inputs(paths: Sequence[str | Path]) -> list[Path]:
 
 def infer(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
           split: str | None = None, batch_size: int = 32, top_k: int = 3,
-          allow_imports: tuple[str, ...] = (), device: str = "cpu") -> Path:
+          allow_imports: tuple[str, ...] = (), device: str = "cpu",
+          tile_size: int | None = None, overlap: int | None = None,
+          probabilities: str = "none", cog: bool = False, polygons: bool = True,
+          gdal_cache_mb: int | None = None) -> Path:
     """Run inference and write predictions under ``out``.
 
     Files are decoded as the session's training dataset decodes its own, then go through
@@ -67,6 +88,14 @@ def infer(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
         allow_imports: Modules the command line allows the stored config to import.
         device: Where a checkpoint's model runs (``cpu``, ``cuda``, ``auto``); exports run
             on the CPU.
+        tile_size: Infer runners: window side in pixels (default: the training tiles').
+        overlap: Infer runners: pixels shared by neighbouring windows (default: a quarter
+            of the tile size).
+        probabilities: Infer runners: also write per-class probabilities, ``none``,
+            ``uint8`` (0..255) or ``float32``.
+        cog: Infer runners: write Cloud Optimized GeoTIFFs.
+        polygons: Infer runners: also write the class map's polygons as GeoJSON.
+        gdal_cache_mb: Infer runners: GDAL block cache cap in MiB (default: the dataset's).
 
     Returns:
         The output directory.
@@ -74,13 +103,25 @@ def infer(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
     Raises:
         DataError: Missing or undecodable inputs, or inputs the model fails on.
         ConfigError: Nothing to predict, a split requested from an export, files given to a
-            model whose inputs are not files, or no writer for the task type.
+            model whose inputs are not files, no writer for the task type, or runner
+            options for a session without an infer runner.
     """
     from thelper.predict import Predictor
 
     model_path = Path(model_path)
     out = Path(out)
+    options = {"tile_size": tile_size, "overlap": overlap, "probabilities": probabilities,
+               "cog": cog, "polygons": polygons, "gdal_cache_mb": gdal_cache_mb}
     predictor = Predictor.load(model_path, device=device, batch_size=batch_size)
+    runner = predictor.runner
+    if runner is None:
+        given = [flag.split("/")[0] for name, (flag, unset) in RUNNER_OPTIONS.items()
+                 if options[name] != unset]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)}: only for sessions whose dataset type has an infer "
+                f"runner (e.g. thelper-geo's geotiff_tiles); {model_path} was trained on "
+                f"{(predictor.decoder_spec or {}).get('type', 'data without a file decoder')}")
     files = find_inputs(inputs) if inputs else []
     data = None
     if split is not None:
@@ -90,6 +131,16 @@ def infer(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
                               f"(available: {', '.join(data.splits)})")
     if not files and data is None:
         raise ConfigError("nothing to predict: give image files/folders or --split")
+    if runner is not None and files:  # whole files through the runner, then the split
+        ran = list(runner(predictor, files, out, **options))
+        extra, ran_count = {"runner": dict(options)}, len(files)
+        if data is None:
+            return _settings(out, predictor, model_path, inputs, split=None,
+                             batch_size=batch_size, top_k=top_k, count=ran_count,
+                             written=ran, extra=extra)
+        files = []
+    else:
+        ran, extra, ran_count = [], None, 0
     if files:
         _ = predictor.decoder  # refuse files before writing anything
     writer = predictor.writer(out, top_k=top_k)
@@ -114,13 +165,24 @@ def infer(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
         if progress is not None:
             progress.stop()
         written = writer.close()
+    return _settings(out, predictor, model_path, inputs, split=split, batch_size=batch_size,
+                     top_k=top_k, count=count + ran_count,
+                     written=[*ran, *written], extra=extra)
+
+
+def _settings(out: Path, predictor: Any, model_path: Path, inputs: Sequence[str | Path], *,
+              split: str | None, batch_size: int, top_k: int, count: int,
+              written: Sequence[Path], extra: dict[str, Any] | None = None) -> Path:
+    """Write ``inference.yaml`` and ``training-config.yaml`` under ``out``; return ``out``."""
     settings: dict[str, Any] = {
         "model": str(model_path), "inputs": [str(p) for p in inputs], "split": split,
         "batch_size": batch_size, "top_k": top_k, "device": str(predictor.device),
         "task": predictor.task.to_dict(), "input_decoder": predictor.decoder_spec,
         "base_transforms": predictor.transform_specs, "predictions": count,
+        **(extra or {}),
         "outputs": sorted({p.relative_to(out).parts[0] for p in written}),
     }
+    out.mkdir(parents=True, exist_ok=True)
     (out / "inference.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     if predictor.config:
         (out / "training-config.yaml").write_text(yaml.safe_dump(predictor.config,

@@ -1,0 +1,45 @@
+"""The thelper plugin of thelper-geo (entry point ``thelper.plugins: geo``).
+
+Registration is data only: factories and params models are lazy ``"module:attr"`` strings,
+so importing this module (every ``thelper`` command does) never imports pydantic, torch,
+rasterio, shapely, pyproj or pyogrio. The params models live in :mod:`thelper_geo.params`,
+which imports only pydantic.
+"""
+
+from __future__ import annotations
+
+from thelper.hookspecs import hookimpl
+from thelper.registry import ComponentInfo
+
+__all__ = ["thelper_register_components"]
+
+
+def _data_components() -> list[ComponentInfo]:
+    C = ComponentInfo
+    return [
+        C("dataset", "geotiff_tiles", "thelper_geo.datasets:GeoTiffTiles",
+          "thelper_geo.params:GeoTiffTilesParams", aliases=("geotiff", "raster_tiles"),
+          description="Tiles of GeoTIFFs (windowed reads) with label-raster or vector targets",
+          metadata={"provides_task": True}),
+        C("model", "dense_cnn", "thelper_geo.models:dense_cnn",
+          "thelper_geo.params:DenseCNNParams",
+          description="Small dilated fully convolutional net: per-pixel classes or values"),
+        C("metric", "r2", "thelper_geo.metrics:R2", "thelper_geo.params:R2Params",
+          aliases=("r2_score",), metadata={"goal": "max", "tasks": ("regression",)},
+          description="coefficient of determination R² (scikit-learn's r2_score), pooled"),
+    ]
+
+
+@hookimpl
+def thelper_register_components() -> list[ComponentInfo]:
+    """The geo datasets, models and metrics, and the sliding-window inference components
+    of :mod:`thelper_geo.inference` (``components()``, light to import)."""
+    from importlib.util import find_spec
+
+    infos = _data_components()
+    if find_spec("thelper_geo.inference") is None:
+        return infos
+    from thelper_geo import inference
+
+    components = getattr(inference, "components", None)  # None while it is being written
+    return [*infos, *components()] if components is not None else infos

@@ -1,0 +1,232 @@
+"""Windowed raster reads: band selection, nodata masking, normalisation, grid checks.
+
+Only windows are ever read (``DatasetReader.read(window=...)``), inside a
+``rasterio.Env(GDAL_CACHEMAX=<bytes>)`` so that GDAL's block cache stays capped (an integer
+``GDAL_CACHEMAX`` given to ``rasterio.Env`` is in bytes; the environment variable of the same
+name is in MB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from thelper.exceptions import DataError
+
+__all__ = ["RasterInput", "Grid", "grid_of", "check_same_grid", "resampling", "open_raster"]
+
+
+def resampling(name: str) -> Resampling:
+    """``rasterio.enums.Resampling`` member from its name (``nearest``, ``bilinear``...)."""
+    return Resampling[name]
+
+
+def open_raster(path: str, what: str = "raster") -> Any:
+    """``rasterio.open(path)`` with a one-line :class:`DataError` naming the file.
+
+    Raises:
+        DataError: The file is missing or not a raster GDAL reads.
+    """
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise DataError(f"{what} {path!r} cannot be opened: {exc}; fix the path") from None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS, affine transform and size.
+
+    Attributes:
+        crs: ``rasterio.crs.CRS``.
+        transform: ``affine.Affine`` (pixel → CRS coordinates of the pixel's corner).
+        width: Columns.
+        height: Rows.
+    """
+
+    crs: Any
+    transform: Any
+    width: int
+    height: int
+
+    def same_as(self, other: Grid, tol: float = 1e-9) -> bool:
+        """Same CRS, size and transform (within ``tol`` of a pixel)."""
+        if self.crs != other.crs or (self.width, self.height) != (other.width, other.height):
+            return False
+        return self.transform.almost_equals(other.transform, precision=tol)
+
+    def describe(self) -> str:
+        t = self.transform
+        return (f"{self.crs.to_string() if self.crs else 'no CRS'}, {self.width}x{self.height} "
+                f"px of {t.a:g} x {-t.e:g}, origin ({t.c:g}, {t.f:g})")
+
+
+def grid_of(src: Any) -> Grid:
+    """The :class:`Grid` of an open rasterio dataset."""
+    return Grid(src.crs, src.transform, src.width, src.height)
+
+
+def check_same_grid(first: tuple[str, Grid], other: tuple[str, Grid], fix: str) -> None:
+    """Refuse two rasters on different grids (nothing is resampled silently).
+
+    Raises:
+        DataError: One line naming both files, both grids and ``fix``.
+    """
+    (a, ga), (b, gb) = first, other
+    if ga.crs != gb.crs or not np.allclose([ga.transform.a, ga.transform.e],
+                                           [gb.transform.a, gb.transform.e]):
+        raise DataError(f"{b!r} ({gb.describe()}) is not on the grid of {a!r} "
+                        f"({ga.describe()}); {fix}")
+
+
+def _per_band(value: float | Sequence[float], n: int, key: str) -> np.ndarray:
+    arr = np.asarray(value if isinstance(value, list | tuple) else [value] * n, np.float32)
+    if arr.shape != (n,):
+        raise DataError(f"{key} has {arr.size} values but {n} bands are read; give one value "
+                        "or one per band")
+    return arr.reshape(n, 1, 1)
+
+
+class RasterInput:
+    """Reads normalised input windows from a raster: the preprocessing of a geo session.
+
+    ``x = (value - offset) / scale`` per band, float32; pixels that are nodata (in any read
+    band, or masked by the raster's mask) become ``fill``.
+
+    Args:
+        bands: 1-based bands to read, in order (``None``: all of the raster's).
+        nodata: Input nodata value (``None``: the raster's own nodata or mask).
+        offset: One value or one per band.
+        scale: One value or one per band (not 0).
+        fill: Normalised value of nodata pixels.
+        gdal_cache_mb: GDAL block cache cap in MiB (see :meth:`env`).
+    """
+
+    def __init__(self, bands: Sequence[int] | None = None, nodata: float | None = None,
+                 offset: float | Sequence[float] = 0.0, scale: float | Sequence[float] = 1.0,
+                 fill: float = 0.0, gdal_cache_mb: int = 64) -> None:
+        self.bands = None if bands is None else [int(b) for b in bands]
+        self.nodata = nodata
+        self.offset = offset
+        self.scale = scale
+        self.fill = float(fill)
+        self.gdal_cache_mb = int(gdal_cache_mb)
+
+    @classmethod
+    def from_params(cls, params: Any) -> RasterInput:
+        """From a ``geotiff_tiles`` params model or its dict (e.g. a session config's
+        ``datasets.<name>.params``)."""
+        get = params.get if isinstance(params, Mapping) else (
+            lambda k, d=None: getattr(params, k, d))
+        return cls(get("bands"), get("nodata"), get("offset", 0.0), get("scale", 1.0),
+                   get("fill", 0.0), get("gdal_cache_mb", 64))
+
+    @property
+    def gdal_cache_bytes(self) -> int:
+        """``GDAL_CACHEMAX`` in bytes."""
+        return self.gdal_cache_mb * 2**20
+
+    def env(self) -> contextlib.AbstractContextManager[Any]:
+        """``rasterio.Env`` with the GDAL block cache capped (bytes)."""
+        return rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_bytes)
+
+    def band_list(self, src: Any, path: str = "") -> list[int]:
+        """The bands read from ``src``.
+
+        Raises:
+            DataError: A band is not in the raster.
+        """
+        if self.bands is None:
+            return list(range(1, src.count + 1))
+        bad = [b for b in self.bands if not 1 <= b <= src.count]
+        if bad:
+            raise DataError(f"raster {path or src.name!r} has {src.count} bands; bands "
+                            f"{bad} do not exist (bands are 1-based); fix params.bands")
+        return self.bands
+
+    def channels(self, src: Any) -> int:
+        """Number of channels ``C`` of the windows read from ``src``."""
+        return len(self.band_list(src))
+
+    def valid_mask(self, src: Any, window: Window, bands: list[int] | None = None,
+                   data: np.ndarray | None = None) -> np.ndarray:
+        """Valid pixels of a window: ``(h, w)`` bool (valid in every read band).
+
+        With ``nodata`` set, pixels equal to it are invalid; otherwise the raster's own
+        masks (its nodata value, alpha band or mask band) decide.
+        """
+        bands = bands or self.band_list(src)
+        if self.nodata is not None:
+            if data is None:
+                data = src.read(bands, window=window)
+            return ~np.any(data == self.nodata, axis=0)
+        if src.nodata is not None and data is not None:
+            nod = src.nodata
+            return ~np.any(np.isnan(data) if np.isnan(nod) else data == nod, axis=0)
+        masks = src.read_masks(bands, window=window)
+        return np.all(masks > 0, axis=0)
+
+    def read(self, src: Any, window: Window, boundless: bool = False
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """One normalised window.
+
+        Args:
+            src: An open rasterio dataset.
+            window: The pixel window (``rasterio.windows.Window``).
+            boundless: Read past the raster's edges (outside pixels are invalid and
+                ``fill``); windows that cross an edge are always read this way.
+
+        Returns:
+            ``(x, valid)``: ``x`` float32 ``(C, h, w)`` normalised with nodata pixels set to
+            ``fill``; ``valid`` bool ``(h, w)``.
+
+        Raises:
+            DataError: A band is not in the raster.
+        """
+        bands = self.band_list(src)
+        boundless = boundless or window.col_off < 0 or window.row_off < 0 or \
+            window.col_off + window.width > src.width or \
+            window.row_off + window.height > src.height
+        if boundless:
+            data = src.read(bands, window=window, boundless=True, masked=True)
+            valid = ~np.any(np.ma.getmaskarray(data), axis=0)
+            data = data.filled(0)
+            if self.nodata is not None:
+                valid &= ~np.any(data == self.nodata, axis=0)
+        else:
+            data = src.read(bands, window=window)
+            valid = self.valid_mask(src, window, bands, data)
+        n = len(bands)
+        x = (data.astype(np.float32) - _per_band(self.offset, n, "offset")) \
+            / _per_band(self.scale, n, "scale")
+        x[:, ~valid] = self.fill
+        return x, valid
+
+    def describe(self) -> dict[str, Any]:
+        """The preprocessing as plain data (for logs)."""
+        return {"bands": self.bands, "nodata": self.nodata, "offset": self.offset,
+                "scale": self.scale, "fill": self.fill, "gdal_cache_mb": self.gdal_cache_mb}
+
+
+@contextlib.contextmanager
+def aligned(path: str, grid: Grid, method: str) -> Iterator[Any]:
+    """``path`` seen through a ``WarpedVRT`` on ``grid`` (windowed reads warp on the fly).
+
+    Args:
+        path: The raster.
+        grid: Target grid.
+        method: Resampling name.
+    """
+    from rasterio.vrt import WarpedVRT
+
+    with open_raster(path) as src, WarpedVRT(src, crs=grid.crs, transform=grid.transform,
+                                             width=grid.width, height=grid.height,
+                                             resampling=resampling(method)) as vrt:
+        yield vrt
