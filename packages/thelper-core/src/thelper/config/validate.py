@@ -197,7 +197,8 @@ def _unknown_component(kind: str, value: Any, loc: Loc, registry: Registry,
     if not legacy and not install:
         parts.append(suggest(registry, kind, name))
         if is_import_path(name) and import_adapter(registry, kind) is None:
-            parts.append(f"a {kind} cannot be imported by path; register it in a plugin "
+            article = "an" if kind[:1] in "aeiou" else "a"
+            parts.append(f"{article} {kind} cannot be imported by path; register it in a plugin "
                          "(see docs/writing-plugins.md)")
     return (*loc, key), "; ".join(parts)
 
