@@ -469,3 +469,16 @@ def test_ema_checkpoint_round_trip_is_exact(tmp_path, mlp_config):
     assert int(b.ema.n_averaged) == 2
     assert any(not torch.equal(a.ema.module.state_dict()[k], v)
                for k, v in a.model.state_dict().items())
+
+
+def test_infer_export_and_init_from_load_the_evaluated_ema(ema_reference, tmp_path):
+    from thelper.finetune import read_state_dict
+    from thelper.tools.loading import load_trained
+
+    best = _ckpt(ema_reference, "ckpt.best.pt")
+    trained = load_trained(ema_reference)  # what infer and export load
+    for key, value in trained.model.state_dict().items():
+        assert torch.equal(value, best["ema"]["model"][key]), key
+    weights, source = read_state_dict(ema_reference / "checkpoints" / "ckpt.best.pt")
+    assert source["kind"] == "thelper-checkpoint (EMA of the weights)"
+    assert all(torch.equal(weights[k], best["ema"]["model"][k]) for k in weights)

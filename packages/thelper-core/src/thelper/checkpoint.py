@@ -32,6 +32,7 @@ import socket
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -316,3 +317,19 @@ def find_checkpoint(path: str | Path, which: str = "latest") -> Path:
         raise CheckpointError(f"no ckpt.{which}.pt under {str(p)!r}; is it a session "
                               "directory created by 'thelper run'?")
     raise CheckpointError(f"{str(p)!r} is neither a session directory nor a checkpoint file")
+
+
+def evaluated_weights(ckpt: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    """The weights a checkpoint's session evaluated: the EMA's when it has one.
+
+    With ``trainer.ema`` validation, the best checkpoint and the test all use the average
+    (``ckpt["ema"]["model"]``, same keys as ``model``), so ``infer``, ``export`` and
+    ``model.init_from`` load it too, to predict what the session's test measured.
+
+    Returns:
+        ``(state dict, "ema" or "model")``.
+    """
+    ema = ckpt.get("ema")
+    if isinstance(ema, Mapping) and isinstance(ema.get("model"), Mapping) and ema["model"]:
+        return ema["model"], "ema"
+    return ckpt["model"], "model"

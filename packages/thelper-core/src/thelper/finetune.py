@@ -324,7 +324,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     with ``torch.load(weights_only=True)`` (a file that pickles objects is refused).
 
     Accepted: a session directory (``checkpoints/ckpt.best.pt``, else ``ckpt.latest.pt``),
-    a thelper checkpoint (its ``model``), a mapping of names to tensors (e.g. torchvision's
+    a thelper checkpoint (its ``model``, or its ``ema`` when it has one), a mapping of names to tensors (e.g. torchvision's
     weights), or a mapping holding one under ``state_dict`` (Lightning) or ``model``.
     Zip-format files have their records' CRC-32 verified first.
 
@@ -340,7 +340,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         ConfigError: Nothing at ``path``, or the file holds no state dict.
         CheckpointError: The file is corrupted, truncated or pickles objects.
     """
-    from thelper.checkpoint import FORMAT, load_checkpoint, verify_checkpoint
+    from thelper.checkpoint import FORMAT, evaluated_weights, load_checkpoint, verify_checkpoint
 
     file, in_session = _resolve(str(path))
     if in_session:
@@ -362,7 +362,10 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if isinstance(data, Mapping) and data.get("format") == FORMAT:
         source.update(kind="thelper-checkpoint", epoch=data.get("epoch"),
                       model_type=data.get("model_type"), name=data.get("name"))
-        data = data.get("model")
+        data, which = evaluated_weights(data) if data.get("model") is not None \
+            else (None, "model")
+        if which == "ema":
+            source["kind"] = "thelper-checkpoint (EMA of the weights)"
     elif isinstance(data, Mapping) and not _all_tensors(data):
         for key in ("state_dict", "model"):
             if isinstance(data.get(key), Mapping) and _all_tensors(data[key]):

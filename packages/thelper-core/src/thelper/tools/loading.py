@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from thelper.checkpoint import load_checkpoint
+from thelper.checkpoint import evaluated_weights, load_checkpoint
 from thelper.exceptions import CheckpointError
 
 __all__ = ["Trained", "load_trained", "session_data", "resolve_checkpoint"]
@@ -50,7 +50,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_trained(path: str | Path, map_location: str = "cpu") -> Trained:
-    """Rebuild the model of a checkpoint with its registered type and params, and load it.
+    """Rebuild the model of a checkpoint with its registered type and params, and load it
+    with the weights the session evaluated (the EMA of the weights with ``trainer.ema``).
 
     Raises:
         CheckpointError: The checkpoint is unreadable or lacks the model description.
@@ -67,7 +68,8 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> Trained:
     task = task_from_dict(ckpt["task"])
     model = registry.build("model", ckpt["model_type"], dict(ckpt.get("model_params") or {}),
                            task=task)
-    model.load_state_dict(ckpt["model"])
+    weights, _ = evaluated_weights(ckpt)  # the EMA when the session evaluated it
+    model.load_state_dict(weights)
     model.eval()
     return Trained(model, task, ckpt, ckpt_path)
 
