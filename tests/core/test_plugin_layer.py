@@ -95,7 +95,8 @@ def test_blocking_the_core_builtins_imports_nothing_of_them_and_is_reported(mlp_
     res = _python(code)
     assert res.returncode == 0, res.stderr
     assert "IMPORTED False" in res.stdout
-    assert "RECORDS ['core-commands', 'core-predict', 'run-record', 'tensorboard']" in res.stdout
+    assert ("RECORDS ['core-commands', 'core-predict', 'run-record', 'runs-commands', "
+            "'tensorboard', 'trackers']") in res.stdout
     assert "BLOCKED {'core': 'thelper-core'}" in res.stdout
     assert "MLP None" in res.stdout
 
@@ -110,7 +111,8 @@ def test_blocking_the_core_builtins_imports_nothing_of_them_and_is_reported(mlp_
 def test_builtins_are_blocked_by_the_environment_too(monkeypatch):
     monkeypatch.setenv("THELPER_BLOCK_PLUGINS", "core-commands, tensorboard")
     pm = ThelperPluginManager(autoload=False)
-    assert set(pm.records) == {"core", "run-record", "core-predict"}
+    assert set(pm.records) == {"core", "run-record", "core-predict", "trackers",
+                               "runs-commands"}
     assert pm.blocked_plugins == {"core-commands": "thelper-core",
                                   "tensorboard": "thelper-core"}
     app = typer.Typer()

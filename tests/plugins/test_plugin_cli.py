@@ -24,7 +24,8 @@ from plugin_test_helpers import (
 )
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
-CORE_PLUGINS = {"core", "core-commands", "core-predict", "run-record", "tensorboard"}
+CORE_PLUGINS = {"core", "core-commands", "core-predict", "run-record", "tensorboard",
+                "trackers", "runs-commands"}
 
 
 @pytest.fixture
@@ -289,9 +290,11 @@ def test_validate_names_bad_params_references(
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["-p"], "Error: Option '-p' requires an argument."),
-    (["-p", "example", "plugins", "list"],
-     "Error: Invalid value for -p: expected -p no:NAME, got 'example'"),
-    (["-pno:", "plugins", "list"], "Error: Invalid value for -p: expected -p no:NAME, got 'no:'"),
+    # a name is a local plugin module (like pytest -p): it must import
+    (["-p", "no_such_local_module", "plugins", "list"],
+     "error: -p no_such_local_module: cannot import local plugin module"),
+    (["-pno:", "plugins", "list"], "Error: Invalid value for -p: expected -p no:NAME to block "
+     "a plugin or -p MODULE to load one, got 'no:'"),
 ])
 def test_malformed_p_option_is_a_usage_error(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]

@@ -104,4 +104,4 @@ def test_block_list_and_allow_list(fake_site: FakeSite, monkeypatch: pytest.Monk
     monkeypatch.setenv("THELPER_PLUGINS", "fake")
     allowed = ThelperPluginManager()
     assert set(allowed.records) == {"core", "core-commands", "core-predict", "run-record",
-                                    "tensorboard", "fake"}
+                                    "tensorboard", "trackers", "runs-commands", "fake"}

@@ -11,8 +11,13 @@ and are imported when a config names one of these components.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from thelper.hookspecs import hookimpl
 from thelper.registry import ComponentInfo as C
+
+if TYPE_CHECKING:  # pragma: no cover
+    import typer
 
 # ``metadata["tasks"]``: the task types a loss or metric fits (``thelper config validate``
 # refuses it on another task; see :mod:`thelper.config.rules`). ``metadata["task"]``: the
@@ -159,4 +164,29 @@ def thelper_register_components() -> list[C]:
           "thelper.builtin_params.trainer:DefaultTrainerParams",
           aliases=("thelper.train.ImageClassifTrainer", "classification"),
           description="the generic supervised epoch loop"),
+        # trackers and the config sections that name them (see thelper.trackers.configured)
+        C("section", "trackers", "thelper.builtin_params.trackers:TrackersSection",
+          "thelper.builtin_params.trackers:TrackersSection",
+          description="trackers that also record the session (MLflow, ...)"),
+        C("section", "labels", "thelper.builtin_params.trackers:LabelsSection",
+          "thelper.builtin_params.trackers:LabelsSection",
+          description="free labels of the session (run.json, MLflow tags)"),
+        C("tracker", "mlflow", "thelper.trackers.mlflow:MlflowTracker",
+          "thelper.builtin_params.trackers:MlflowTrackerParams",
+          description="MLflow run: params, metrics (batched), tags and artifacts"),
+        # grid executors (thelper grid run, see thelper.grid)
+        C("executor", "local", "thelper.grid.executors:LocalExecutor",
+          "thelper.grid.params:LocalExecutorParams",
+          description="a pool of warm worker processes on this machine"),
+        C("executor", "ray", "thelper.grid.executors:RayExecutor",
+          "thelper.grid.params:RayExecutorParams",
+          description="each experiment a Ray task (thelper-core[ray])"),
     ]
+
+
+@hookimpl
+def thelper_add_commands(app: typer.Typer) -> None:
+    """``thelper grid`` (:mod:`thelper.grid.commands`)."""
+    from thelper.grid.commands import add_commands
+
+    add_commands(app)

@@ -64,6 +64,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "core-commands": "thelper.tools.commands",
     "run-record": "thelper.trackers.run_record",
     "tensorboard": "thelper.trackers.tensorboard",
+    "trackers": "thelper.trackers.configured",
+    "runs-commands": "thelper.tools.runs",
     "core-predict": "thelper.writers",
 }
 

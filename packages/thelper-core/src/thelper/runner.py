@@ -296,7 +296,7 @@ def _record_early_failure(session: Session, error: BaseException,
 
 class _EvalOnlyPlugins:
     """The plugin manager of ``resume --eval-only``: its lifecycle hooks reach every plugin
-    but the ``run.json`` record (run-record), so that an evaluation, failed or not, leaves
+    but the ``run.json`` record (run-record) and the configured trackers, so that an evaluation, failed or not, leaves
     the training's status and test metrics as they are (:func:`_record_evaluation` appends
     it to ``run.json``'s ``evaluations`` instead). Everything else is ``pm``'s."""
 
@@ -307,7 +307,9 @@ class _EvalOnlyPlugins:
 
         self._pm = pm
         hooks = pm._pm  # pluggy's manager: this package's own facade
-        skip = [p for p in (hooks.get_plugin("run-record"),) if p is not None]
+        # configured trackers (MLflow) would log the test again as the training's run
+        skip = [p for p in (hooks.get_plugin("run-record"), hooks.get_plugin("trackers"))
+                if p is not None]
         self._calls = {name: (hooks.subset_hook_caller(f"thelper_{name}", skip),
                               list(inspect.signature(getattr(pm, name)).parameters))
                        for name in LIFECYCLE}

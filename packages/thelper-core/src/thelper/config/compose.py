@@ -70,7 +70,7 @@ MAX_BASE_DEPTH = 16
 MAX_REF_DEPTH = 32
 #: Top-level keys left out of :func:`config_hash`: they name or describe a run, or say where
 #: it is recorded, without changing what it computes.
-HASH_EXCLUDED = ("name", "description", "trackers")
+HASH_EXCLUDED = ("name", "description", "labels", "trackers")
 #: File name endings of config files (bases, groups).
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -149,7 +149,7 @@ def schema_text(registry: Registry) -> str:
 #: Committed schemas: file name -> entry-point plugins loaded besides the core.
 COMMITTED: dict[str, tuple[str, ...]] = {
     "thelper-config.schema.json": (),
-    "thelper-config.workspace.schema.json": ("vision",),
+    "thelper-config.workspace.schema.json": ("vision", "geo", "gui"),
 }
 
 

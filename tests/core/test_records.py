@@ -1,0 +1,216 @@
+"""Run records without training: artifacts, steps, metric points, git, `thelper runs`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from thelper.cli import main
+from thelper.config import document_from_dict, validate_document
+from thelper.exceptions import ConfigError
+from thelper.plugins import ThelperPluginManager
+from thelper.records import (
+    RecordError,
+    collect_artifacts,
+    find_sessions,
+    load_record,
+    metric_points,
+    read_steps,
+    summarize,
+)
+from thelper.session import git_info
+
+from ..conftest import MLP_CONFIG
+
+
+def _record(name: str, lr: float, acc: list[float], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name, "status": "completed", "stopped_reason": "completed",
+        "config_hash": hashlib.sha256(name.encode()).hexdigest(),
+        "started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T00:01:00+00:00",
+        "hparams": {"trainer.epochs": len(acc), "optimizer.lr": lr, "loaders.batch_size": 64},
+        "metrics": {"train": [{"epoch": i + 1, "loss": 1.0 / (i + 1), "lr": lr}
+                              for i in range(len(acc))],
+                    "valid": [{"epoch": i + 1, "accuracy": a} for i, a in enumerate(acc)]},
+        "epochs": [{"epoch": i + 1, "started_at": f"2026-01-01T00:00:{i:02d}+00:00",
+                    "ended_at": f"2026-01-01T00:00:{i + 1:02d}+00:00", "duration_s": 1.0}
+                   for i in range(len(acc))],
+        "best": {"metric": "accuracy", "split": "valid", "value": max(acc),
+                 "epoch": acc.index(max(acc)) + 1},
+        "test": {"split": "test", "epoch": acc.index(max(acc)) + 1, "accuracy": max(acc) - 0.01},
+        "labels": ["x"], **extra,
+    }
+
+
+def _session(root: Path, rec: dict[str, Any]) -> Path:
+    d = root / rec["name"]
+    (d / "checkpoints").mkdir(parents=True)
+    (d / "logs").mkdir()
+    (d / "run.json").write_text(json.dumps(rec))
+    return d
+
+
+def test_collect_artifacts_kinds_sizes_and_hashes(tmp_path: Path) -> None:
+    d = _session(tmp_path, _record("a", 0.1, [0.5]))
+    files = {"checkpoints/ckpt.best.pt": b"weights", "config.latest.yaml": b"name: a\n",
+             "logs/config.20260101-000000.yaml": b"name: a\n", "logs/trainer.log": b"log\n",
+             "output/a/valid/confmat.png": b"\x89PNG", "output/a/test/report.json": b"{}",
+             "output/a/train/events.out.tfevents.1.vm": b"ev", "export/model.pt": b"ts",
+             "checkpoints/.ckpt.best.pt.x.tmp": b"partial", ".lock": b"1\n"}
+    for rel, data in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(data)
+    arts = collect_artifacts(d)
+    by = {a["path"]: a for a in arts}
+    assert set(by) == set(files) - {"checkpoints/.ckpt.best.pt.x.tmp", ".lock"}
+    kinds = {p: a["kind"] for p, a in by.items()}
+    assert kinds == {"checkpoints/ckpt.best.pt": "checkpoint", "config.latest.yaml": "config",
+                     "logs/config.20260101-000000.yaml": "config", "logs/trainer.log": "log",
+                     "output/a/valid/confmat.png": "figure",
+                     "output/a/test/report.json": "report",
+                     "output/a/train/events.out.tfevents.1.vm": "events",
+                     "export/model.pt": "export"}
+    for p, a in by.items():
+        assert a["size"] == len(files[p])
+        assert a["sha256"] == hashlib.sha256(files[p]).hexdigest()
+    # an unchanged file keeps its recorded hash (not re-read); a changed one is re-hashed
+    stale = [{**a, "sha256": "cached"} for a in arts]
+    (d / "logs/trainer.log").write_bytes(b"log\nmore\n")
+    again = {a["path"]: a["sha256"] for a in collect_artifacts(d, stale)}
+    assert again["config.latest.yaml"] == "cached"
+    assert again["logs/trainer.log"] == hashlib.sha256(b"log\nmore\n").hexdigest()
+
+
+def test_artifacts_skip_links_out_of_the_session(tmp_path: Path) -> None:
+    d = _session(tmp_path, _record("a", 0.1, [0.5]))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("no")
+    (d / "output").mkdir()
+    (d / "output" / "leak.txt").symlink_to(secret)
+    (d / "checkpoints" / "ckpt.0001.pt").write_bytes(b"w")
+    (d / "checkpoints" / "ckpt.latest.pt").symlink_to("ckpt.0001.pt")
+    paths = {a["path"] for a in collect_artifacts(d)}
+    assert "output/leak.txt" not in paths
+    assert {"checkpoints/ckpt.0001.pt", "checkpoints/ckpt.latest.pt"} <= paths
+
+
+def test_steps_keep_the_last_value_of_a_replayed_step_and_skip_a_torn_line(
+        tmp_path: Path) -> None:
+    d = _session(tmp_path, _record("a", 0.1, [0.5]))
+    lines = [{"step": 1, "split": "train", "loss": 2.0, "lr": 0.1, "epoch": 1.0, "time": 1.0},
+             {"step": 2, "split": "train", "loss": 1.5, "lr": 0.1, "epoch": 1.0, "time": 2.0},
+             {"step": 2, "split": "train", "loss": 1.4, "lr": 0.1, "epoch": 1.0, "time": 3.0}]
+    (d / "logs" / "steps.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in lines) + '{"step": 3, "lo')
+    steps = read_steps(d)
+    assert [(s["step"], s["loss"]) for s in steps] == [(1, 2.0), (2, 1.4)]
+    points = metric_points(load_record(d), steps)
+    keys = {(k, s) for k, _, s, _ in points}
+    assert {("step/loss", 1), ("step/loss", 2), ("step/lr", 2), ("train/loss", 1),
+            ("valid/accuracy", 1), ("test/accuracy", 1)} <= keys
+    assert not any(k == "step/epoch" or k == "step/time" for k, *_ in points)
+    assert len(keys) == len(points)  # one value per (key, step)
+
+
+def test_find_and_load_errors(tmp_path: Path) -> None:
+    a = _session(tmp_path / "save", _record("a", 0.1, [0.5]))
+    b = _session(tmp_path / "save" / "nested", _record("b", 0.1, [0.5]))
+    (b / "inner").mkdir()
+    (b / "inner" / "run.json").write_text("{}")  # not searched: inside a session
+    assert find_sessions(tmp_path / "save") == [a, b]
+    with pytest.raises(RecordError, match="not a session directory"):
+        load_record(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.json").write_text("[1, 2]")
+    with pytest.raises(RecordError, match="not a run record"):
+        load_record(tmp_path / "bad")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_info_of_a_config_in_another_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "configs"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "remote", "add", "origin", "https://user:token@example.org/team/configs.git")
+    (repo / "cfg.yaml").write_text("name: x\n")
+    _git(repo, "add", "cfg.yaml")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "c")
+    info = git_info(repo / "cfg.yaml")
+    assert info is not None
+    assert info["commit"] == _git(repo, "rev-parse", "HEAD")
+    assert info["dirty"] is False
+    assert info["remote"] == "https://example.org/team/configs.git"  # no credentials
+    assert Path(info["root"]).resolve() == repo.resolve()
+    (repo / "cfg.yaml").write_text("name: y\n")
+    assert git_info(repo / "cfg.yaml")["dirty"] is True
+    assert git_info(tmp_path / "elsewhere") is None or git_info(tmp_path)["root"] != str(repo)
+
+
+def test_trackers_and_labels_sections_validate() -> None:
+    pm = ThelperPluginManager(autoload=False)
+    good = {**MLP_CONFIG, "labels": ["baseline"],
+            "trackers": [{"type": "mlflow", "params": {"experiment": "e", "tags": {"a": "b"}}}]}
+    cfg = validate_document(document_from_dict(good), pm.registry)
+    assert cfg.trackers.root[0].params.experiment == "e"
+    assert cfg.labels.root == ["baseline"]
+    for bad, where in (
+            ({"trackers": [{"type": "mlfow"}]}, "trackers.0.type: 'mlfow' is not a registered "
+                                                "tracker; did you mean 'mlflow'"),
+            ({"trackers": [{"type": "mlflow", "params": {"tracking_uri": "evil://x"}}]},
+             "unsupported tracking URI scheme 'evil'"),
+            ({"trackers": [{"type": "mlflow", "params": {"experimnt": "e"}}]},
+             "did you mean 'experiment'"),
+            ({"trackers": {"type": "mlflow"}}, "trackers: Input should be a valid list")):
+        with pytest.raises(ConfigError) as exc:
+            validate_document(document_from_dict({**MLP_CONFIG, **bad}), pm.registry)
+        assert where in str(exc.value)
+
+
+def test_runs_list_show_compare_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a = _session(tmp_path, _record("a", 0.1, [0.5, 0.7]))
+    b = _session(tmp_path, _record("b", 0.01, [0.6, 0.65, 0.8], early_stopping=True))
+    assert main(["runs", "list", str(tmp_path), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["runs"]
+    assert [(r["name"], r["best"], r["best_epoch"], r["epochs"]) for r in listed] == [
+        ("a", 0.7, 2, 2), ("b", 0.8, 3, 3)]
+    assert listed[0] == summarize(a, load_record(a))
+    assert main(["runs", "show", str(b), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["early_stopping"] is True
+    assert main(["runs", "compare", str(a), str(b), "--json"]) == 0
+    cmp = json.loads(capsys.readouterr().out)
+    assert cmp["differs"] == ["trainer.epochs", "optimizer.lr"]
+    assert cmp["hparams"]["loaders.batch_size"] == [64, 64]
+    assert cmp["metrics"]["valid/accuracy"] == [0.7, 0.8]
+    assert cmp["metrics"]["test/accuracy"] == [pytest.approx(0.69), pytest.approx(0.79)]
+    # the tables: every session and the differing hyperparameters are shown
+    assert main(["runs", "list", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "0.7 (2)" in out and "0.8 (3)" in out and "completed" in out
+    assert main(["runs", "show", str(a)]) == 0
+    out = capsys.readouterr().out
+    assert "valid accuracy" in out and "valid/accuracy 0.7 at epoch 2" in out
+    assert main(["runs", "compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "optimizer.lr" in out and "loaders.batch_size" not in out
+
+
+def test_runs_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["runs", "show", str(tmp_path)]) == 2
+    assert "not a session directory" in capsys.readouterr().err
+    a = _session(tmp_path, _record("a", 0.1, [0.5]))
+    assert main(["runs", "compare", str(a)]) == 2
+    assert main(["runs", "upload", str(a), "--to", "http://127.0.0.1:1",
+                 "--on-conflict", "merge"]) == 2
+    assert "--on-conflict 'merge'" in capsys.readouterr().err
+    assert main(["runs", "upload", str(tmp_path / "none"), "--to", "sqlite:///x.db"]) == 2
