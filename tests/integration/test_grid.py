@@ -186,3 +186,31 @@ def test_killed_grid_resumes_exactly(reference, tmp_path, signum):
     for i in interrupted:
         log = (grid_dir / i / "logs" / "trainer.log").read_text()
         assert "resuming from" in log
+
+
+@pytest.mark.slow
+def test_grid_experiments_are_mlflow_children_of_one_grid_run(tmp_path):
+    """With the mlflow tracker (default SQLite store in the grid directory), the grid
+    creates one parent run and every experiment logs as its child; a re-run reuses it."""
+    from mlflow import MlflowClient
+
+    grid = _grid_file(tmp_path / "cfg", name="gml", max_concurrent=1,
+                      vary={"trainer.optimization.optimizer.params.lr": [0.01, 0.002]},
+                      set={**GRID["set"], "trackers": [{"type": "mlflow", "params": {
+                          "experiment": "grid-test", "log_artifacts": False}}]})
+    assert main(["grid", "run", str(grid), "--save-dir", str(tmp_path / "out")]) == 0
+    grid_dir = tmp_path / "out" / "gml"
+    parent = json.loads((grid_dir / "grid.mlflow.json").read_text())
+    client = MlflowClient(tracking_uri=parent["tracking_uri"])
+    runs = client.search_runs([parent["experiment_id"]])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent["run_id"]]
+    assert len(runs) == 3 and len(children) == 2
+    top = client.get_run(parent["run_id"])
+    assert top.info.status == "FINISHED" and top.data.tags["thelper.grid"] == "gml"
+    for run_record in _runs(grid_dir).values():
+        logged = run_record["mlflow"]
+        entry = logged[0] if isinstance(logged, list) else next(iter(logged.values()))
+        assert entry["parent_run_id"] == parent["run_id"]
+    # a second run of the grid (everything skipped) keeps the same parent
+    assert main(["grid", "run", str(grid), "--save-dir", str(tmp_path / "out")]) == 0
+    assert json.loads((grid_dir / "grid.mlflow.json").read_text())["run_id"] == parent["run_id"]

@@ -191,6 +191,7 @@ def run_grid(plan: GridPlan, grid_dir: Path, executor: Any, *, rerun_failed: boo
     if not todo:
         return outcome
     grid_id = _grid_id(plan)
+    parent = mlflow_parent_run(plan, grid_dir, grid_id, echo)
     ctx = ExecutorContext(limit, threads, gpus, grid_dir, list(blocked or []))
     executor.start(ctx, len(todo))
     outcome.executor = executor.describe()
@@ -222,7 +223,10 @@ def run_grid(plan: GridPlan, grid_dir: Path, executor: Any, *, rerun_failed: boo
             while pending and not stopping["n"] and executor.running() < executor.capacity:
                 row = pending.pop(0)
                 _prepare(row, grid_dir)
-                executor.submit(_job(row, plan, grid_dir, grid_id, allow_imports))
+                job = _job(row, plan, grid_dir, grid_id, allow_imports)
+                if parent is not None:  # MLflow: every experiment is a child of the grid's run
+                    job["env"]["THELPER_MLFLOW_PARENT_RUN_ID"] = parent
+                executor.submit(job)
                 row.status, row.started = "running", time.monotonic()
             if stopping["n"] and pending:
                 for row in pending:
@@ -260,7 +264,76 @@ def run_grid(plan: GridPlan, grid_dir: Path, executor: Any, *, rerun_failed: boo
                 display.update(_table(plan, rows, plan.name))
                 display.stop()
     outcome.interrupted = bool(stopping["n"])
+    if parent is not None:
+        _end_parent(grid_dir, "KILLED" if outcome.interrupted else "FINISHED")
     return outcome
+
+
+#: ``grid.mlflow.json``: the grid's MLflow parent run (``tracking_uri``, ``run_id``).
+PARENT_FILE = "grid.mlflow.json"
+
+
+def mlflow_parent_run(plan: GridPlan, grid_dir: Path, grid_id: str, echo: Any = print
+                      ) -> str | None:
+    """The MLflow run that a grid's experiments are logged under, as children.
+
+    Only when the experiments configure the ``mlflow`` tracker (``trackers:``) without a
+    ``parent_run_id`` of their own. The run is created once per grid directory, in the
+    tracker's experiment and tracking URI (default: the SQLite store in the grid
+    directory, which is every experiment's save dir), and reused when the grid runs again;
+    its id is kept in ``grid.mlflow.json``. A tracking server that cannot be reached costs
+    the grouping only: a warning, and the experiments log as top-level runs.
+
+    Returns:
+        The parent run id, or ``None``.
+    """
+    specs = [t for e in plan.experiments for t in (e.config.get("trackers") or [])
+             if isinstance(t, dict) and t.get("type") == "mlflow"]
+    if not specs:
+        return None
+    params = dict(specs[0].get("params") or {})
+    if params.get("parent_run_id"):
+        return None
+    from thelper.trackers.mlflow import default_tracking_uri
+
+    uri = params.get("tracking_uri") or default_tracking_uri(grid_dir)
+    record_path = grid_dir / PARENT_FILE
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    if record.get("tracking_uri") == uri and record.get("run_id"):
+        return str(record["run_id"])
+    try:
+        from thelper.trackers.upload import _client, _experiment
+
+        client = _client(uri)
+        exp_id = _experiment(client, params.get("experiment") or "thelper", uri)
+        run = client.create_run(exp_id, run_name=f"grid {plan.name}", tags={
+            "thelper.grid": plan.name, "thelper.grid_id": grid_id,
+            "thelper.grid_dir": str(grid_dir.resolve()),
+            "thelper.experiments": str(len(plan.experiments))})
+    except Exception as exc:  # noqa: BLE001 - no parent run: the experiments still log
+        echo(f"warning: could not create the grid's MLflow parent run at {uri}: "
+             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; the "
+             "experiments are logged as top-level runs")
+        return None
+    from thelper.session import write_json
+
+    write_json(record_path, {"tracking_uri": uri, "run_id": run.info.run_id,
+                             "experiment_id": exp_id})
+    return str(run.info.run_id)
+
+
+def _end_parent(grid_dir: Path, status: str) -> None:
+    """Mark the grid's parent run finished (or killed, after a Ctrl-C); best effort."""
+    try:
+        record = json.loads((grid_dir / PARENT_FILE).read_text(encoding="utf-8"))
+        from thelper.trackers.upload import _client
+
+        _client(record["tracking_uri"]).set_terminated(record["run_id"], status=status)
+    except Exception:  # noqa: BLE001, S110 - the grid's result does not depend on it
+        pass
 
 
 def _grid_id(plan: GridPlan) -> str:
