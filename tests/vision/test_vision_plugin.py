@@ -56,6 +56,7 @@ PARAMS = {
     ("metric", "ssim"): {"window": 3},
     ("metric", "mean_average_precision"): {"iou": 0.5},
     ("metric", "segmentation_masks"): {"max_images": 2},
+    ("metric", "image_panels"): {"max_images": 2},
     ("metric", "detection_logger"): {},
     ("metric", "detection_overlays"): {},
 }
@@ -246,6 +247,9 @@ def test_dense_component_builds(info, registry, coins_segmentation, coins_coco, 
             built.update(None, targets)  # training steps give no detections
         else:
             outputs, targets = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+        if getattr(built, "needs_inputs", False):
+            built.observe_inputs(torch.rand(2, 1, 8, 8) if kind == "image"
+                                 else torch.rand(2, 3, 8, 8))
         built.update(outputs, targets)
         value = built.compute()
         assert (value is None) == (info.metadata.get("goal") is None)

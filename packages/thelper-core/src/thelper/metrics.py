@@ -50,6 +50,42 @@ class Report:
         self.figure = figure
 
 
+def new_figure(width: float, height: float) -> Any:
+    """A matplotlib ``Figure`` on an Agg canvas, outside pyplot (reports render on the
+    trainer's report thread, and pyplot's global state is not thread-safe)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def render_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Render ``fig`` once and write it as PNG (atomically).
+
+    The rendered image is kept on the figure as ``fig.thelper_image`` (``(H, W, 3)`` uint8),
+    which the TensorBoard tracker logs as is: each figure is drawn once, not once for the
+    PNG and again for TensorBoard.
+    """
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(rgb).save(tmp, format="PNG")
+    tmp.replace(path)
+    fig.thelper_image = rgb
+    return path
+
+
 def _reduce(values: list[Any], fx: str) -> Any:
     """Combine one state's values (in rank order) with reduction ``fx``."""
     values = [v for v in values if v is not None]
@@ -278,12 +314,6 @@ class ConfusionMatrix(Metric):
         return self._counts.reshape(c, c).cpu()
 
     def report(self, out_dir: Path, stem: str) -> Report:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-        from sklearn.metrics import ConfusionMatrixDisplay
-
         m = self.matrix.numpy()
         out_dir.mkdir(parents=True, exist_ok=True)
         csv_path = out_dir / f"{stem}.csv"
@@ -299,16 +329,28 @@ class ConfusionMatrix(Metric):
             shown = shown / shown.sum(axis=0, keepdims=True).clip(min=1)
         elif self.normalize == "all":
             shown = shown / max(shown.sum(), 1)
-        size = max(4.0, 0.5 * len(self.class_names) + 2)
-        fig, ax = plt.subplots(figsize=(size, size))
-        disp = ConfusionMatrixDisplay(shown if self.normalize else m,
-                                      display_labels=self.class_names)
-        disp.plot(ax=ax, colorbar=False, values_format=".2f" if self.normalize else "d",
-                  xticks_rotation=45 if len(self.class_names) > 6 else "horizontal")
+        c = len(self.class_names)
+        size = max(4.0, 0.5 * c + 2)
+        fig = new_figure(size, size)
+        ax = fig.add_subplot(1, 1, 1)
+        # as scikit-learn's ConfusionMatrixDisplay draws it (viridis, values in the cells)
+        ax.imshow(shown, cmap="viridis", interpolation="nearest")
+        if c <= 40:
+            middle = (shown.max() + shown.min()) / 2
+            for i in range(c):
+                for j in range(c):
+                    text = f"{shown[i, j]:.2f}" if self.normalize else str(int(m[i, j]))
+                    ax.text(j, i, text, ha="center", va="center", fontsize="small",
+                            color="black" if shown[i, j] > middle else "white")
+        rotate = c > 6
+        ax.set_xticks(range(c), labels=self.class_names, rotation=45 if rotate else 0,
+                      ha="right" if rotate else "center")
+        ax.set_yticks(range(c), labels=self.class_names)
+        ax.set_xlabel("predicted label")
+        ax.set_ylabel("true label")
         ax.set_title(self.report_title(f"{stem} (rows: true, columns: predicted)"))
         fig.tight_layout()
-        png_path = out_dir / f"{stem}.png"
-        fig.savefig(png_path, dpi=100)
+        png_path = render_figure(fig, out_dir / f"{stem}.png")
         return Report([csv_path, png_path], fig)
 
 
@@ -497,10 +539,6 @@ class ROCAUC(Metric):
         return sum(aucs[c] * weights[c] for c in aucs) / sum(weights.values())
 
     def report(self, out_dir: Path, stem: str) -> Report | None:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
         from sklearn.metrics import roc_curve
 
         arrays = self._arrays()
@@ -516,7 +554,8 @@ class ROCAUC(Metric):
             w.writerow(["class", "auc", "positives"])
             for c, auc in aucs.items():
                 w.writerow([names[c], f"{auc:.6f}", int((y == c).sum())])
-        fig, ax = plt.subplots(figsize=(5.5, 5))
+        fig = new_figure(5.5, 5)
+        ax = fig.add_subplot(1, 1, 1)
         for c, auc in list(aucs.items())[:20]:
             fpr, tpr, _ = roc_curve(y == c, scores[:, c])
             ax.plot(fpr, tpr, label=f"{names[c]} (AUC {auc:.3f})")
@@ -527,6 +566,5 @@ class ROCAUC(Metric):
                                        f"{self.compute():.3f})"))
         ax.legend(loc="lower right", fontsize="small")
         fig.tight_layout()
-        png_path = out_dir / f"{stem}.png"
-        fig.savefig(png_path, dpi=100)
+        png_path = render_figure(fig, out_dir / f"{stem}.png")
         return Report([csv_path, png_path], fig)

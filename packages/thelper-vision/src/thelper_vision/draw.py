@@ -157,18 +157,16 @@ def figure_of(image: torch.Tensor, title: str = "",
         title: The figure's title (the metric, split and epoch).
         legend: ``[(class name, (r, g, b))]``: a colour legend beside the image.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
+
+    from thelper.metrics import new_figure
 
     rgb = to_rgb_uint8(image).permute(1, 2, 0).numpy()
     h, w = rgb.shape[:2]
     scale = min(12 / max(w, 1), 12 / max(h, 1), 0.05)
     extra = 2.2 if legend else 0.0
-    # not pyplot: reports render on the trainer's report thread
     width = max(2.0, w * scale, 0.075 * len(title))  # the title fits
-    fig = Figure(figsize=(width + extra, max(2.0, h * scale)))
-    FigureCanvasAgg(fig)
+    fig = new_figure(width + extra, max(2.0, h * scale))  # not pyplot: the report thread
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(rgb, interpolation="nearest")
     ax.set_axis_off()
@@ -184,13 +182,11 @@ def figure_of(image: torch.Tensor, title: str = "",
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Write a figure of :func:`figure_of` as PNG (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    tmp.replace(path)
-    return path
+    """Write a figure of :func:`figure_of` as PNG (atomically; rendered once, the image is
+    kept for TensorBoard: :func:`thelper.metrics.render_figure`)."""
+    from thelper.metrics import render_figure
+
+    return render_figure(fig, path)
 
 
 def label_font(height: int, width: int) -> tuple[str | None, int]:

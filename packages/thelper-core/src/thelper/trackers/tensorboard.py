@@ -57,7 +57,11 @@ def thelper_evaluation_end(session: Any, split: str, epoch: int, metrics: dict[s
 @hookimpl
 def thelper_log_figure(session: Any, split: str, epoch: int, tag: str, figure: Any) -> None:
     w = _writer(session, split)
-    w.add_figure(tag, figure, epoch, close=False)
+    image = getattr(figure, "thelper_image", None)  # already rendered for the PNG
+    if image is not None:
+        w.add_image(tag, image, epoch, dataformats="HWC")
+    else:
+        w.add_figure(tag, figure, epoch, close=False)
     w.flush()
 
 

@@ -131,16 +131,14 @@ def render_curves(path: Path, history: dict[str, list[dict[str, Any]]], monitor:
     Returns:
         The ``matplotlib.figure.Figure`` (not attached to pyplot; thread-safe to render).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from thelper.metrics import new_figure, render_figure
 
     panels = ["loss"]
     if monitor and monitor != "loss":
         panels.append(monitor)
     if any("lr" in r for rows in history.values() for r in rows):
         panels.append("lr")
-    fig = Figure(figsize=(4.2 * len(panels), 3.4))
-    FigureCanvasAgg(fig)
+    fig = new_figure(4.2 * len(panels), 3.4)
     for i, name in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         for split, rows in sorted(history.items()):
@@ -158,8 +156,5 @@ def render_curves(path: Path, history: dict[str, list[dict[str, Any]]], monitor:
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    tmp.replace(path)
+    render_figure(fig, path)
     return fig

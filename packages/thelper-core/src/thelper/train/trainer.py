@@ -38,6 +38,7 @@ import os
 import random
 import re
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,7 @@ class Trainer:
         self.log_every_n_steps = log_every_n_steps
         self.reports = ReportWorker()  # figures render off the training thread (rank 0)
         self._live: Any = None  # the run's progress display while fit() runs
+        self._kept_reports: dict[str, tuple[int, dict[str, Metric]]] = {}
         self.runtime = session.runtime
         self.device = self.runtime.device if self.runtime.device is not None \
             else resolve_device(self.cfg.device)
@@ -837,6 +839,15 @@ class Trainer:
         snap = snapshot(wanted)
         self.reports.submit(split, lambda: self._render_reports(split, epoch, snap))
 
+    def _keep_reports(self, split: str, epoch: int, metrics: dict[str, Metric]) -> None:
+        """Keep a snapshot of ``split``'s metrics for the reports :meth:`fit` renders when the
+        training ends (rank 0)."""
+        if not self.session.is_main:
+            return
+        wanted = {k: m for k, m in metrics.items() if type(m).report is not Metric.report}
+        if wanted:
+            self._kept_reports[split] = (epoch, snapshot(wanted))
+
     def _render_reports(self, split: str, epoch: int, metrics: dict[str, Metric]) -> None:
         for name, m in metrics.items():
             m.report_context = {"split": split, "epoch": epoch}  # (a snapshot's attribute)
@@ -845,9 +856,8 @@ class Trainer:
                 continue
             if report.figure is not None:
                 self.session.plugins.log_figure(self.session, split, epoch, name, report.figure)
-                import matplotlib.pyplot as plt
-
-                plt.close(report.figure)
+                if "matplotlib.pyplot" in sys.modules:  # a plugin's metric used pyplot
+                    sys.modules["matplotlib.pyplot"].close(report.figure)
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self, epoch: int, in_epoch: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -1133,6 +1143,10 @@ class Trainer:
                 self._live.stop()
                 self._live = None
             s = self.session
+            for split, (epoch, snap) in self._kept_reports.items():
+                self.reports.submit(split, lambda sp=split, e=epoch, m=snap:
+                                    self._render_reports(sp, e, m))
+            self._kept_reports = {}
             if s.is_main and s.history:
                 history = {k: list(v) for k, v in s.history.items()}
                 self.reports.submit("curves", lambda: self._render_curves(history))
@@ -1208,10 +1222,12 @@ class Trainer:
                     self.scheduler.step(sv)
                 else:
                     self.scheduler.step()
-            if "valid" in metrics and (is_best or epoch == self.cfg.epochs):
-                # reports (confusion matrix, ...) of the best and the last epoch only:
-                # plotting every epoch would cost more than a small model's training
-                self._write_reports("valid", epoch, self.metrics)
+            if "valid" in metrics:
+                # the validation reports (confusion matrix, ...) of the last epoch are
+                # rendered when the training ends, however it ends: a snapshot of the
+                # metric states (counts) costs little, a figure per epoch would cost more
+                # than a small model's training (the test reports are the best model's)
+                self._keep_reports("valid", epoch, self.metrics)
             for split, values in metrics.items():
                 s.history.setdefault(split, []).append({"epoch": epoch, **values})
             self.epoch = epoch
@@ -1228,8 +1244,6 @@ class Trainer:
                 self._live.update(run, completed=epoch, description=f"run {s.name}: epoch "
                                   f"{min(epoch + 1, self.cfg.epochs)}/{self.cfg.epochs}")
             early = es is not None and self.bad_epochs >= es.patience
-            if early and "valid" in metrics and not is_best and epoch != self.cfg.epochs:
-                self._write_reports("valid", epoch, self.metrics)  # the last epoch's too
             # the time limit stops before another epoch, not after the last one
             stop = self._stop_everywhere(timed=epoch < self.cfg.epochs and not early)
             if stop:
