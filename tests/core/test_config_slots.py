@@ -72,13 +72,13 @@ class GridPlugin:
         return [
             ComponentInfo("section", "grid", f"{__name__}:GridParams", GridParams,
                           description="a grid of runs"),
-            ComponentInfo("executor", "local", f"{__name__}:LocalExecutor", LocalParams,
-                          aliases=("pool",), description="worker processes"),
-            ComponentInfo("executor", "ray", f"{__name__}:LocalExecutor", RayParams),
+            ComponentInfo("executor", "fake_local", f"{__name__}:LocalExecutor", LocalParams,
+                          aliases=("fake_pool",), description="worker processes"),
+            ComponentInfo("executor", "fake_ray", f"{__name__}:LocalExecutor", RayParams),
             ComponentInfo("executor", "unimportable", f"{__name__}:LocalExecutor",
                           "thelper.params:NoSuchParamsModel"),
             ComponentInfo("tracker", "csv", f"{__name__}:LocalExecutor", CsvParams),
-            ComponentInfo("tracker", "mlflow", f"{__name__}:LocalExecutor"),
+            ComponentInfo("tracker", "fake_mlflow", f"{__name__}:LocalExecutor"),
             ComponentInfo("annotator", "segmentation", f"{__name__}:LocalExecutor"),
         ]
 
@@ -131,13 +131,13 @@ def test_slot_classes_per_kind():
 def test_the_short_spelling_is_the_same_slot(registry):
     assert ShortParams.model_fields["executor"].annotation == Slot["executor"] | None
     swapped = section_model(registry, ShortParams)
-    assert swapped.model_validate({"executor": {"type": "pool"}}).executor.params == \
+    assert swapped.model_validate({"executor": {"type": "fake_pool"}}).executor.params == \
         LocalParams()
 
 
 def test_models_defined_later_are_resolved(registry):
     later = section_model(registry, Later).model_validate({"inner": {"executor": {
-        "type": "local", "params": {"workers": 2}}}})
+        "type": "fake_local", "params": {"workers": 2}}}})
     assert later.inner.executor.params == LocalParams(workers=2)
 
 
@@ -152,8 +152,8 @@ def test_outside_a_config_a_slot_checks_its_shape_only():
 # ------------------------------------------------------------------- whole-config checks
 def test_valid_section_with_slots(mlp_config, registry):
     cfg, issues = check(mlp_config, {
-        "executor": {"type": "pool", "params": {"workers": 3}},
-        "trackers": [{"type": "csv", "params": {"path": "a.csv"}}, {"type": "mlflow"}],
+        "executor": {"type": "fake_pool", "params": {"workers": 3}},
+        "trackers": [{"type": "csv", "params": {"path": "a.csv"}}, {"type": "fake_mlflow"}],
         "named": {"main": {"type": "csv"}},
         "reporting": {"annotator": {"type": "segmentation"}},
     }, registry)
@@ -161,7 +161,7 @@ def test_valid_section_with_slots(mlp_config, registry):
     grid = cfg.grid
     assert isinstance(grid, GridParams) and grid.repeats == 1
     assert isinstance(grid.executor, Slot["executor"])
-    assert grid.executor.type == "pool" and grid.executor.params == LocalParams(workers=3)
+    assert grid.executor.type == "fake_pool" and grid.executor.params == LocalParams(workers=3)
     assert [t.params for t in grid.trackers] == [CsvParams(path="a.csv"), Params()]
     assert all(isinstance(t, Slot["tracker"]) for t in grid.trackers)
     assert grid.named["main"].params == CsvParams()
@@ -173,18 +173,20 @@ def test_valid_section_with_slots(mlp_config, registry):
 
 def test_unknown_type_suggests_at_its_path(mlp_config, registry):
     _, issues = check(mlp_config, {
-        "executor": {"type": "locl"},
+        "executor": {"type": "fake_locl"},
         "trackers": [{"type": "csv"}, {"type": "mlfow", "params": {}}],
         "named": {"x": {"type": "nothing_like_it"}},
         "reporting": {"annotator": {"type": "segmentaton"}},
     }, registry)
     assert issues == {
         "grid.executor.type":
-            "'locl' is not a registered executor; did you mean 'local' (grid-dist)?",
+            "'fake_locl' is not a registered executor; did you mean 'fake_local' (grid-dist)?",
         "grid.trackers.1.type":
-            "'mlfow' is not a registered tracker; did you mean 'mlflow' (grid-dist)?",
+            "'mlfow' is not a registered tracker; did you mean 'mlflow' (thelper-core), "
+            "'fake_mlflow' (grid-dist)?",
         "grid.named.x.type":
-            "'nothing_like_it' is not a registered tracker; registered trackers: csv, mlflow "
+            "'nothing_like_it' is not a registered tracker; registered trackers: csv, fake_mlflow, "
+            "mlflow "
             "(see 'thelper plugins list')",
         "grid.reporting.annotator.type":
             "'segmentaton' is not a registered annotator; did you mean 'segmentation' "
@@ -194,7 +196,7 @@ def test_unknown_type_suggests_at_its_path(mlp_config, registry):
 
 def test_bad_params_at_their_path(mlp_config, registry):
     _, issues = check(mlp_config, {
-        "executor": {"type": "local", "params": {"workers": 0}},
+        "executor": {"type": "fake_local", "params": {"workers": 0}},
         "trackers": [{"type": "csv"}, {"type": "csv", "params": {"pth": "b.csv"}}],
         "named": {"y": {"type": "csv", "params": {"path": 3}}},
         "repeats": 0,
@@ -205,20 +207,20 @@ def test_bad_params_at_their_path(mlp_config, registry):
         "grid.named.y.params.path": "Input should be a valid string (got 3)",
         "grid.repeats": "Input should be greater than or equal to 1 (got 0)",
     }
-    _, issues = check(mlp_config, {"executor": {"type": "ray"}}, registry)
+    _, issues = check(mlp_config, {"executor": {"type": "fake_ray"}}, registry)
     assert list(issues) == ["grid.executor.params"]
     assert issues["grid.executor.params"].startswith("required key is missing")
 
 
 def test_list_of_slots_and_malformed_slots(mlp_config, registry):
-    _, issues = check(mlp_config, {"executor": {"type": "ray", "params": {"address": "h:1"}},
-                                   "trackers": [{"type": "csv"}, "mlflow", {"params": {}}]},
+    _, issues = check(mlp_config, {"executor": {"type": "fake_ray", "params": {"address": "h:1"}},
+                                   "trackers": [{"type": "csv"}, "fake_mlflow", {"params": {}}]},
                       registry)
     assert issues == {
         "grid.trackers.1": "expected a mapping with 'type' and 'params' for a tracker (got "
-                           "'mlflow'); write {type: mlflow}",
+                           "'fake_mlflow'); write {type: fake_mlflow}",
         "grid.trackers.2": "missing 'type': name a registered tracker; registered trackers: "
-                           "csv, mlflow (see 'thelper plugins list')",
+                           "csv, fake_mlflow, mlflow (see 'thelper plugins list')",
     }
     _, issues = check(mlp_config, {"trackers": []}, registry)
     assert issues == {"grid.executor": "required key is missing (Where the runs go)"}
@@ -226,7 +228,7 @@ def test_list_of_slots_and_malformed_slots(mlp_config, registry):
 
 def test_a_component_whose_params_cannot_be_imported_fails_only_where_named(
         mlp_config, registry):
-    cfg, issues = check(mlp_config, {"executor": {"type": "local"}}, registry)
+    cfg, issues = check(mlp_config, {"executor": {"type": "fake_local"}}, registry)
     assert issues == {} and cfg.grid.executor.params == LocalParams()
     _, issues = check(mlp_config, {"executor": {"type": "unimportable"}}, registry)
     message = issues["grid.executor.type"]
@@ -247,5 +249,5 @@ def test_schema_lists_the_components_of_each_slot(registry):
     schema = session_schema(registry)
     assert schema["properties"]["grid"]["description"] == "a grid of runs"
     names = set(schema["$defs"])
-    assert {"ExecutorSlot_local", "ExecutorSlot_ray", "TrackerSlot_csv",
-            "TrackerSlot_mlflow", "AnnotatorSlot_segmentation"} <= names
+    assert {"ExecutorSlot_fake_local", "ExecutorSlot_fake_ray", "TrackerSlot_csv",
+            "TrackerSlot_fake_mlflow", "AnnotatorSlot_segmentation"} <= names
