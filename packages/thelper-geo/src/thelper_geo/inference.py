@@ -31,6 +31,9 @@ in one ``(K, overhang, width)`` buffer for the next row of blocks. The largest a
 therefore ``K × (block + overhang)²`` and ``K × overhang × width`` float32, whatever the
 raster's height, and GDAL's block cache is capped with ``rasterio.Env(GDAL_CACHEMAX=bytes)``.
 Windows are read (and preprocessed) in a background thread one batch ahead of the model.
+
+Importing this module imports neither numpy, torch nor rasterio (the plugin registers
+:func:`components` on every command).
 """
 
 from __future__ import annotations
@@ -41,14 +44,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from thelper.exceptions import ConfigError, DataError
+from thelper_geo.outputs import components
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 __all__ = ["BLENDS", "blend_weights", "window_origins", "coverage", "block_side", "Layout",
-           "GeoTiffDecoder", "geotiff_decoder", "SlidingWindow", "run_sliding_window"]
+           "GeoTiffDecoder", "geotiff_decoder", "SlidingWindow", "run_sliding_window",
+           "components"]
 
 log = logging.getLogger("thelper.geo.inference")
 
@@ -66,6 +72,8 @@ def blend_weights(n: int, blend: str = "cosine") -> np.ndarray:
     Raises:
         ConfigError: Unknown ``blend``.
     """
+    import numpy as np
+
     t = (np.arange(n, dtype=np.float64) + 0.5) / n
     if blend == "cosine":
         w = np.sin(np.pi * t)
@@ -91,6 +99,8 @@ def window_origins(length: int, tile: int, stride: int) -> list[int]:
 
 def coverage(length: int, origins: Sequence[int], weights: np.ndarray) -> np.ndarray:
     """Sum of the window weights covering each position along one axis: ``(length,)``."""
+    import numpy as np
+
     total = np.zeros(length, np.float64)
     n = len(weights)
     for o in origins:
@@ -175,6 +185,7 @@ class GeoTiffDecoder:
 
     def value(self, x: np.ndarray) -> Any:
         """A normalised window ``(C, h, w)`` float32 as the dataset's ``input`` value."""
+        import numpy as np
         import torch
 
         t = torch.from_numpy(np.ascontiguousarray(x))
@@ -298,6 +309,7 @@ class SlidingWindow:
     # ---------------------------------------------------------------- prediction
     def _to_maps(self, outputs: Any, n: int) -> np.ndarray:
         """Weighted per-pixel outputs ``(n, K, tile, tile)`` float32 of a batch."""
+        import numpy as np
         import torch
         import torch.nn.functional as F
 
@@ -422,6 +434,8 @@ class SlidingWindow:
 
     def _predict(self, path: Path, src: Any, xs: Layout, ys: Layout,
                  files: dict[str, Any]) -> None:
+        import numpy as np
+
         k, nbx = self.channels, len(xs.starts)
         wy = coverage(ys.length, ys.origins, self.w1)
         wx = coverage(xs.length, xs.origins, self.w1)
@@ -505,6 +519,8 @@ class SlidingWindow:
 
     def _write(self, files: dict[str, Any], values: np.ndarray, valid: np.ndarray,
                window: Any) -> None:
+        import numpy as np
+
         if self.kind == "regression":
             values[:, ~valid] = np.nan
             files["values"].write(values, window)
