@@ -36,6 +36,7 @@ REQUIRED = {
     ("scheduler", "exponential_lr"): {"gamma": 0.9},
     ("scheduler", "cosine_annealing_lr"): {"T_max": 5},
     ("task", "classification"): {"class_names": ["a", "b"]},
+    ("task", "multilabel_classification"): {"class_names": ["a", "b"]},
     ("sampler", "class_weighted"): {"weights": {"0": 1.0, "3": 2.0}},
 }
 
@@ -52,9 +53,10 @@ def archive(tmp_path_factory):
     return path
 
 
-# the predictor's file decoders and output writers: tests/integration/test_predict.py
+# the predictor's file decoders and output writers: tests/integration/test_predict.py;
+# config sections (trackers, labels) are validated, never built: tests/core/test_records.py
 @pytest.mark.parametrize("info", [c for c in CORE if c.kind not in ("trainer", "writer",
-                                                                   "decoder")],
+                                                                   "decoder", "section")],
                          ids=lambda c: f"{c.kind}-{c.name}")
 def test_every_core_component_builds(info, request):
     params = REQUIRED.get((info.kind, info.name), {})

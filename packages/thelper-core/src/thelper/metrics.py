@@ -568,3 +568,172 @@ class ROCAUC(Metric):
         fig.tight_layout()
         png_path = render_figure(fig, out_dir / f"{stem}.png")
         return Report([csv_path, png_path], fig)
+
+
+# --------------------------------------------------------------------------- multi-label
+__all__ += ["MultiLabelF1", "MultiLabelAveragePrecision"]
+
+
+def _multi_hot(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Targets as ``(N, C)`` 0/1 of the outputs' dtype: multi-hot targets as they are;
+    class indices ``(N,)`` (a single-label batch) one-hot encoded, so that a single-label
+    data set can be scored with the multi-label metrics."""
+    if targets.ndim == 1 and outputs.ndim == 2:
+        c = outputs.shape[1]
+        valid = (targets >= 0) & (targets < c)
+        hot = torch.nn.functional.one_hot(targets.clamp(0, c - 1).long(), c)
+        return (hot * valid.unsqueeze(1)).to(outputs.dtype)
+    if targets.shape != outputs.shape:
+        raise ValueError(f"multi-label targets {tuple(targets.shape)} and logits "
+                         f"{tuple(outputs.shape)} must have the same shape (N, C)")
+    return (targets > 0.5).to(outputs.dtype)
+
+
+class MultiLabelF1(Metric):
+    """F1 score of multi-label predictions; higher is better, in ``[0, 1]``.
+
+    A label is predicted when ``sigmoid(logit) >= threshold``. True positives, false
+    positives and false negatives are counted per label ``(C,)`` on the device and reduced
+    once per epoch. ``micro``: ``F1 = 2 TP / (2 TP + FP + FN)`` over every label decision;
+    ``macro``: the mean of the per-label F1 (a label with no positive and no predicted
+    positive scores 0). Same values as scikit-learn's ``f1_score(y, ŷ, average=...,
+    zero_division=0)`` on multi-hot arrays.
+
+    Args:
+        average: ``micro`` or ``macro``.
+        threshold: Probability threshold; ``None`` uses the task's ``threshold`` (else 0.5).
+        task: The session task.
+
+    Raises:
+        ValueError: Unknown ``average``.
+    """
+
+    goal = "max"
+
+    def __init__(self, average: str = "micro", threshold: float | None = None,
+                 task: Any = None) -> None:
+        if average not in ("micro", "macro"):
+            raise ValueError(f"average must be 'micro' or 'macro' (got {average!r})")
+        self.average = average
+        self.threshold = float(threshold if threshold is not None
+                               else getattr(task, "threshold", 0.5))
+        self.add_state("_tp", 0, "sum")  # (C,) int64 on the device once updated
+        self.add_state("_fp", 0, "sum")
+        self.add_state("_fn", 0, "sum")
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        logits = outputs.float()
+        y = _multi_hot(logits, targets).bool()
+        pred = torch.sigmoid(logits) >= self.threshold
+        self._tp = self._tp + (pred & y).sum(dim=0)
+        self._fp = self._fp + (pred & ~y).sum(dim=0)
+        self._fn = self._fn + (~pred & y).sum(dim=0)
+
+    def per_label(self) -> torch.Tensor | None:
+        """F1 of each label ``(C,)`` float64 on the CPU (``None`` before any update)."""
+        if not isinstance(self._tp, torch.Tensor):
+            return None
+        tp, fp, fn = (torch.as_tensor(v).cpu().double() for v in (self._tp, self._fp, self._fn))
+        denom = 2 * tp + fp + fn
+        return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
+
+    def compute(self) -> float | None:
+        if not isinstance(self._tp, torch.Tensor):
+            return None
+        if self.average == "macro":
+            return float(self.per_label().mean())  # type: ignore[union-attr]
+        tp, fp, fn = (float(torch.as_tensor(v).sum()) for v in (self._tp, self._fp, self._fn))
+        denom = 2 * tp + fp + fn
+        return 2 * tp / denom if denom else 0.0
+
+
+class MultiLabelAveragePrecision(Metric):
+    """Mean average precision (mAP) over labels; higher is better, in ``[0, 1]``.
+
+    Scores are the sigmoids of the logits ``(N, C)``; the average precision of each label
+    is scikit-learn's ``average_precision_score`` (the area under the precision-recall
+    curve as a step function, Zhu, "Recall, precision and average precision", 2004).
+    ``macro``: mean over the labels that have at least one positive sample (a label
+    without positives has no defined AP and is left out, as in the multi-label
+    literature); ``weighted``: weighted by each label's positives; ``micro``: the AP of
+    every label decision pooled. The report writes ``<stem>.csv``: label, AP, positives,
+    predicted positives at the task's threshold.
+
+    Args:
+        average: ``macro``, ``weighted`` or ``micro``.
+        task: The session task (label names, threshold).
+
+    Raises:
+        ValueError: Unknown ``average``.
+    """
+
+    goal = "max"
+
+    def __init__(self, average: str = "macro", task: Any = None) -> None:
+        if average not in ("macro", "weighted", "micro"):
+            raise ValueError(f"average must be 'macro', 'weighted' or 'micro' (got "
+                             f"{average!r})")
+        self.average = average
+        self.class_names = list(getattr(task, "class_names", None) or [])
+        self.threshold = float(getattr(task, "threshold", 0.5))
+        self.add_state("_scores", [], "cat")
+        self.add_state("_targets", [], "cat")
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        logits = outputs.float()
+        self._targets.append(_multi_hot(logits, targets))
+        self._scores.append(torch.sigmoid(logits))
+
+    def _arrays(self) -> tuple[Any, Any] | None:
+        if not self._scores:
+            return None
+        return (torch.cat(self._scores).cpu().double().numpy(),
+                torch.cat(self._targets).cpu().numpy() > 0.5)
+
+    def per_label(self) -> dict[int, float]:
+        """AP of each label that has a positive sample (index -> AP)."""
+        from sklearn.metrics import average_precision_score
+
+        arrays = self._arrays()
+        if arrays is None:
+            return {}
+        scores, y = arrays
+        return {c: float(average_precision_score(y[:, c], scores[:, c]))
+                for c in range(y.shape[1]) if y[:, c].any()}
+
+    def compute(self) -> float | None:
+        arrays = self._arrays()
+        if arrays is None:
+            return None
+        scores, y = arrays
+        if self.average == "micro":
+            from sklearn.metrics import average_precision_score
+
+            return float(average_precision_score(y.ravel(), scores.ravel())) \
+                if y.any() else None
+        aps = self.per_label()
+        if not aps:
+            return None
+        if self.average == "macro":
+            return sum(aps.values()) / len(aps)
+        weights = {c: float(y[:, c].sum()) for c in aps}
+        return sum(aps[c] * weights[c] for c in aps) / sum(weights.values())
+
+    def report(self, out_dir: Path, stem: str) -> Report | None:
+        arrays = self._arrays()
+        if arrays is None:
+            return None
+        scores, y = arrays
+        aps = self.per_label()
+        names = self.class_names if len(self.class_names) == y.shape[1] else \
+            [str(i) for i in range(y.shape[1])]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        csv_path = out_dir / f"{stem}.csv"
+        with csv_path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["label", "average_precision", "positives", "predicted_positives"])
+            for c, name in enumerate(names):
+                ap = f"{aps[c]:.6f}" if c in aps else ""
+                w.writerow([name, ap, int(y[:, c].sum()),
+                            int((scores[:, c] >= self.threshold).sum())])
+        return Report([csv_path])

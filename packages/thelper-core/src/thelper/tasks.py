@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 
 from thelper.exceptions import ConfigError
 
-__all__ = ["Task", "Classification", "Regression", "task_from_dict"]
+__all__ = ["Task", "Classification", "MultiLabelClassification", "Regression",
+           "task_from_dict"]
 
 
 class Task:
@@ -204,6 +205,87 @@ class Classification(Task):
             )
 
 
+class MultiLabelClassification(Task):
+    """Multi-label classification: each sample has any subset of ``len(class_names)`` labels.
+
+    The model outputs logits of shape ``(N, C)`` (float), one independent binary decision per
+    label, with ``C = len(class_names)``; targets are multi-hot vectors ``(N, C)`` (float32,
+    1.0 where the label is present, 0.0 elsewhere). Default loss: binary cross-entropy on
+    logits (``bce_with_logits``). Predictions: ``sigmoid(logits) >= threshold``.
+
+    It is not a :class:`Classification`: splits are not stratified (a sample has no single
+    class) and single-label metrics (accuracy, confusion matrix) do not apply; use the
+    ``multilabel_f1`` and ``multilabel_map`` metrics.
+
+    Args:
+        class_names: Label names in index order (index ``i`` is the model's output ``i``).
+        threshold: Probability at or above which a label is predicted, in ``(0, 1)``.
+        input_key: Key of the input in each sample.
+        label_key: Key of the multi-hot target in each sample.
+        meta_keys: Keys carried along for reports.
+
+    Raises:
+        ConfigError: No class names, or a threshold outside ``(0, 1)``.
+    """
+
+    type_name = "multilabel_classification"
+
+    def __init__(self, class_names: Sequence[str], threshold: float = 0.5,
+                 input_key: str = "input", label_key: str = "label",
+                 meta_keys: Sequence[str] = ()) -> None:
+        super().__init__(input_key, label_key, meta_keys)
+        self.class_names = [str(c) for c in class_names]
+        if not self.class_names:
+            raise ConfigError("a multilabel_classification task needs at least one class name")
+        if not 0.0 < float(threshold) < 1.0:
+            raise ConfigError(f"multilabel_classification threshold must be in (0, 1) (got "
+                              f"{threshold})")
+        self.threshold = float(threshold)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of labels ``C`` (models size their head from it)."""
+        return len(self.class_names)
+
+    def params(self) -> dict[str, Any]:
+        return {"class_names": list(self.class_names), "threshold": self.threshold,
+                **super().params()}
+
+    def default_loss(self) -> tuple[str, dict[str, Any]]:
+        return "bce_with_logits", {}
+
+    def get_target(self, batch: Mapping[str, Any]) -> Any:
+        """Multi-hot targets ``(N, C)`` float32.
+
+        Raises:
+            ValueError: The targets do not hold ``C`` values per sample.
+        """
+        import torch
+
+        target = batch[self.label_key]
+        if not isinstance(target, torch.Tensor):
+            target = torch.as_tensor(target)
+        if target.ndim != 2 or target.shape[1] != self.num_classes:
+            raise ValueError(
+                f"multi-label targets ({self.label_key!r}) must be multi-hot vectors of "
+                f"shape (N, {self.num_classes}); got {tuple(target.shape)}")
+        return target.float()
+
+    def decode(self, outputs: Any) -> Any:
+        """Multi-hot predictions ``(N, C)`` (int64, 0/1) from logits ``(N, C)``."""
+        import torch
+
+        return (torch.sigmoid(outputs.float()) >= self.threshold).long()
+
+    def check_outputs(self, outputs: Any, model_name: str) -> None:
+        shape = tuple(getattr(outputs, "shape", ()))
+        if len(shape) != 2 or shape[1] != self.num_classes:
+            raise ConfigError(
+                f"model {model_name!r} outputs shape {shape} but the multi-label task has "
+                f"{self.num_classes} labels; expected (N, {self.num_classes})"
+            )
+
+
 class Regression(Task):
     """Regression of real values of a fixed shape.
 
@@ -339,11 +421,12 @@ class Regression(Task):
 
 
 _TASK_TYPES: dict[str, type[Task]] = {"classification": Classification,
+                                       "multilabel_classification": MultiLabelClassification,
                                        "regression": Regression}
 
 
 def __getattr__(name: str) -> Any:  # the params models moved to thelper.builtin_params
-    if name in ("ClassificationParams", "RegressionParams"):
+    if name in ("ClassificationParams", "MultiLabelClassificationParams", "RegressionParams"):
         from thelper import builtin_params
 
         return getattr(builtin_params, name)

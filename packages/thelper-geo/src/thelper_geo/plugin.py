@@ -2,8 +2,8 @@
 
 Registration is data only: factories and params models are lazy ``"module:attr"`` strings,
 so importing this module (every ``thelper`` command does) never imports pydantic, torch,
-rasterio, shapely, pyproj or pyogrio. The params models live in :mod:`thelper_geo.params`,
-which imports only pydantic.
+rasterio, shapely, pyproj or pyogrio. The params models live in :mod:`thelper_geo.params`
+and :mod:`thelper_geo.interface_params`, which import only pydantic.
 """
 
 from __future__ import annotations
@@ -21,6 +21,17 @@ def _data_components() -> list[ComponentInfo]:
           "thelper_geo.params:GeoTiffTilesParams", aliases=("geotiff", "raster_tiles"),
           description="Tiles of GeoTIFFs (windowed reads) with label-raster or vector targets",
           metadata={"provides_task": True}),
+        C("dataset", "bigearthnet", "thelper_geo.bigearthnet:BigEarthNet",
+          "thelper_geo.interface_params:BigEarthNetParams", aliases=("bigearthnet_s2",),
+          description="BigEarthNet-S2 v1.0 patch folders: Sentinel-2 bands on a 120x120 grid, "
+                      "multi-label CORINE classes (19 or 43)",
+          metadata={"provides_task": True, "task": "multilabel_classification",
+                    "paths": ("root",)}),
+        C("dataset", "agriculture_vision", "thelper_geo.agrivision:AgricultureVision",
+          "thelper_geo.interface_params:AgricultureVisionParams", aliases=("agrivision",),
+          description="Agriculture-Vision fields: RGB+NIR images, per-class anomaly masks, "
+                      "pixels outside boundary/valid mask ignored",
+          metadata={"provides_task": True, "task": "segmentation", "paths": ("root",)}),
         C("model", "dense_cnn", "thelper_geo.models:dense_cnn",
           "thelper_geo.params:DenseCNNParams",
           description="Small dilated fully convolutional net: per-pixel classes or values"),

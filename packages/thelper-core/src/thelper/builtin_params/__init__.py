@@ -17,6 +17,7 @@ from thelper._lazy import lazy_exports
 _MODULES = {
     "NoParams": "misc",
     "ClassificationParams": "tasks",
+    "MultiLabelClassificationParams": "tasks",
     "RegressionParams": "tasks",
     "SklearnDatasetParams": "data",
     "SklearnRegressionParams": "data",
@@ -46,6 +47,8 @@ _MODULES = {
     "RegressionMetricParams": "metrics",
     "ROCAUCParams": "metrics",
     "PredictionLoggerParams": "metrics",
+    "MultiLabelF1Params": "metrics",
+    "MultiLabelMAPParams": "metrics",
     "DefaultTrainerParams": "trainer",
 }
 

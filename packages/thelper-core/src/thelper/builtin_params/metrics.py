@@ -14,7 +14,8 @@ from thelper.params import Params
 
 __all__ = [
     "AccuracyParams", "ConfusionMatrixParams", "ClassificationReportParams",
-    "RegressionMetricParams", "ROCAUCParams", "PredictionLoggerParams",
+    "RegressionMetricParams", "ROCAUCParams", "PredictionLoggerParams", "MultiLabelF1Params",
+    "MultiLabelMAPParams",
 ]
 
 
@@ -61,3 +62,22 @@ class PredictionLoggerParams(Params):
     """Classification: best classes listed per sample, with their probabilities."""
     max_samples: int | None = Field(default=None, ge=1)
     """Write at most this many samples (``null``: all)."""
+
+
+class MultiLabelF1Params(Params):
+    """F1 score of multi-label predictions (a label is predicted when its sigmoid reaches
+    the threshold), as scikit-learn's ``f1_score``."""
+
+    average: Literal["micro", "macro"] = "micro"
+    """``micro``: F1 of the pooled label decisions; ``macro``: mean of the per-label F1."""
+    threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Probability threshold; ``null`` uses the task's ``threshold`` (0.5 by default)."""
+
+
+class MultiLabelMAPParams(Params):
+    """Mean average precision over labels (scikit-learn's ``average_precision_score``), with
+    a per-label CSV report."""
+
+    average: Literal["macro", "micro", "weighted"] = "macro"
+    """``macro``: mean of the per-label APs; ``weighted``: weighted by each label's
+    positives; ``micro``: AP of the pooled decisions."""

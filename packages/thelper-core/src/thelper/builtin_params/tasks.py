@@ -1,4 +1,5 @@
-"""Params models of the core's tasks (``classification``, ``regression``).
+"""Params models of the core's tasks (``classification``, ``multilabel_classification``,
+``regression``).
 
 Torch-free; see :mod:`thelper.builtin_params`.
 """
@@ -12,7 +13,7 @@ from pydantic import Field, field_validator
 
 from thelper.params import Params, unique_class_names
 
-__all__ = ["ClassificationParams", "RegressionParams"]
+__all__ = ["ClassificationParams", "MultiLabelClassificationParams", "RegressionParams"]
 
 
 def _key_as_str(value: Any) -> Any:
@@ -45,6 +46,28 @@ class ClassificationParams(Params):
     def _unique(cls, value: list[str]) -> list[str]:
         return unique_class_names(value)
 
+    _key_str = field_validator("input_key", "label_key", mode="before")(_key_as_str)
+
+
+class MultiLabelClassificationParams(Params):
+    """Params of the ``multilabel_classification`` task (multi-hot targets, one sigmoid per
+    label)."""
+
+    class_names: list[str] = Field(min_length=1)
+    """Label names, in index order (index i is the model's output i and the target's
+    position i)."""
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    """Probability at or above which a label is predicted."""
+    input_key: str = "input"
+    """Key of the input in each sample."""
+    label_key: str = "label"
+    """Key of the multi-hot target vector ``(C,)`` (0/1 floats) in each sample."""
+    meta_keys: list[str] = Field(default_factory=list)
+    """Keys carried along for reports (e.g. ``path``)."""
+
+    _stringify = field_validator("class_names", mode="before")(
+        ClassificationParams._stringify.__func__)
+    _unique = field_validator("class_names")(ClassificationParams._unique.__func__)
     _key_str = field_validator("input_key", "label_key", mode="before")(_key_as_str)
 
 
