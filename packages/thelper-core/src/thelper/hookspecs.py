@@ -94,10 +94,12 @@ def thelper_epoch_end(session: Session, epoch: int, metrics: dict[str, dict[str,
 def thelper_log_scalars(session: Session, split: str, step: int, values: dict[str, float]) -> None:
     """Per-step scalars, every ``trainer.log_every_n_steps`` optimizer steps (rank 0 only).
 
-    Called during training after the optimizer step whose number is a multiple of
-    ``log_every_n_steps``. The values are rank 0's: under DDP the other ranks' losses are not
-    gathered for this (the per-epoch values of :func:`thelper_epoch_end` are reduced over
-    every rank). Trackers should buffer them: the call is on the training thread.
+    Called for every optimizer step whose number is a multiple of ``log_every_n_steps``,
+    in step order, at the end of each training epoch (also a stopped one): the losses stay on
+    the device during the epoch and are read back in one transfer, so that the training step
+    never waits for the device. The values are rank 0's: under DDP the other ranks' losses
+    are not gathered for this (the per-epoch values of :func:`thelper_epoch_end` are reduced
+    over every rank). The call is on the training thread: trackers should buffer.
 
     Args:
         session: The running session.

@@ -556,6 +556,9 @@ class Trainer:
         shard = _shard_samples(loader)  # samples of this rank's epoch (None: unknown)
         window: torch.Tensor | None = None  # summed losses of the accumulation window
         window_n = 0  # micro-batches in the window
+        # per-step scalars for thelper_log_scalars (rank 0): (step, mean loss, lr)
+        logged: list[tuple[int, torch.Tensor, float]] = []
+        log_steps = self.session.is_main
         progress = self._progress(len(loader), f"epoch {epoch}/{self.cfg.epochs} train")
         non_blocking = self.device.type == "cuda"
         self.optimizer.zero_grad(set_to_none=True)
@@ -598,8 +601,10 @@ class Trainer:
                     continue
                 self.optimizer_step()
                 self.step += 1
-                if self.step % self.log_every_n_steps == 0:
-                    self._log_step(window, window_n, epoch)
+                if log_steps and self.step % self.log_every_n_steps == 0 and window is not None:
+                    # kept on the device: read back once, at the end of the epoch
+                    logged.append((self.step, window / max(window_n, 1),
+                                   float(self.optimizer.param_groups[0]["lr"])))
                 window_n = 0
                 if ema is not None and self.step % ema_every == 0:
                     ema.update_parameters(self.model)
@@ -625,6 +630,7 @@ class Trainer:
         finally:
             if progress is not None:
                 progress.stop()
+            self._log_steps(logged, epoch)  # also when the epoch is stopped
         first_bad = _first_nonfinite(first_bad, unchecked, self.step)
         self._check_finite(first_bad, epoch)
         loss_total, count, skipped = self._reduce_sums(loss_sum, count, skipped)
@@ -644,16 +650,17 @@ class Trainer:
                 out[name] = float(v)
         return out
 
-    def _log_step(self, window: torch.Tensor | None, count: int, epoch: int) -> None:
-        """``thelper_log_scalars`` for this optimizer step (rank 0's loss; one host sync every
-        ``log_every_n_steps`` steps, on rank 0 only)."""
-        if window is None or not self.session.is_main:
+    def _log_steps(self, logged: list[tuple[int, torch.Tensor, float]], epoch: int) -> None:
+        """``thelper_log_scalars`` for the steps logged this epoch (rank 0): their losses
+        stay on the device during the epoch and are read back here in one transfer, so the
+        training step never waits for the device (see tests/integration/test_trainer_syncs)."""
+        if not logged:
             return
-        self.session.plugins.log_scalars(self.session, "train", self.step, {
-            "loss": float(window) / max(count, 1),
-            "lr": float(self.optimizer.param_groups[0]["lr"]),
-            "epoch": float(epoch),
-        })
+        losses = torch.stack([loss.detach().float() for _, loss, _ in logged]).cpu().tolist()
+        for (step, _, lr), loss in zip(logged, losses, strict=True):
+            self.session.plugins.log_scalars(self.session, "train", step,
+                                             {"loss": loss, "lr": lr, "epoch": float(epoch)})
+        logged.clear()
 
     def _skip_nonfinite(self, loss: torch.Tensor, index: int, epoch: int) -> bool:
         """``on_nonfinite_loss: skip``: True (after dropping the accumulated gradients) when
