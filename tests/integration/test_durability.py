@@ -147,6 +147,16 @@ def test_flipped_latest_falls_back_naming_both_files(two_epochs, kind, capfd):
     assert ckpt["epoch"] == 3 and resumed.status == "completed"
 
 
+def test_a_named_damaged_checkpoint_is_refused_not_replaced(two_epochs):
+    named = two_epochs / "checkpoints" / "ckpt.0002.pt"
+    _flip(named, _record(named, "weight"))
+    with pytest.raises(CheckpointError) as err:
+        resume_session(named, ["trainer.epochs=3"])
+    assert str(named) in str(err.value) and f"thelper resume {two_epochs}" in str(err.value)
+    assert torch.load(two_epochs / "checkpoints" / "ckpt.latest.pt",
+                      weights_only=True)["epoch"] == 2  # nothing was resumed
+
+
 def test_no_intact_checkpoint_is_a_clear_error(two_epochs):
     folder = two_epochs / "checkpoints"
     for path in folder.glob("ckpt.*.pt"):

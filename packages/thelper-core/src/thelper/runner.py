@@ -630,7 +630,7 @@ def load_newest_intact(path: Path, map_location: str | None = None
                        ) -> tuple[Path, dict[str, Any]]:
     """Load ``ckpt.latest.pt`` of a session (or the given file); when it is truncated or
     corrupted (checksums verified), fall back to the newest intact checkpoint of the
-    session (by steps and epochs, see :func:`thelper.checkpoint.resume_candidates`) and
+    session, unless the file was named (that is an error: the user chose it) (by steps and epochs, see :func:`thelper.checkpoint.resume_candidates`) and
     say so, naming both files. A session killed after writing its first checkpoint but
     before ``ckpt.latest.pt`` resumes from that checkpoint.
 
@@ -665,6 +665,11 @@ def load_newest_intact(path: Path, map_location: str | None = None
         return first, load_checkpoint(first, map_location=map_location)
     except CheckpointError as exc:
         folder = first.parent
+        if Path(path).is_file():  # a file the user named: never switch to another one
+            raise CheckpointError(
+                f"{exc}; resume the session directory instead ('thelper resume "
+                f"{session_dir_of(first)}') to continue from its newest intact checkpoint") \
+                from None
         for candidate in resume_candidates(folder, exclude=first):
             try:
                 data = load_checkpoint(candidate, map_location=map_location)
