@@ -264,7 +264,6 @@ def _record_early_failure(session: Session, error: BaseException,
                           status: str = "failed") -> None:
     """Write a failed (or interrupted) ``run.json`` when the session dies before the
     trackers started. Never for ``--eval-only`` (see :func:`_record_evaluation`)."""
-    import json
 
     from thelper.session import now, platform_info, write_json
 
@@ -274,9 +273,9 @@ def _record_early_failure(session: Session, error: BaseException,
     previous: dict[str, Any] = {}
     if path.exists():  # a resume that failed early keeps the record of what ran before
         try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
+            loaded = _read_record(path)
             previous = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, ThelperError):
             previous = {}
     try:
         write_json(path, {**previous, **{
@@ -357,14 +356,13 @@ def _record_evaluation(session: Session, checkpoint: Path | None, status: str,
                        error: BaseException | None, evaluated: dict[str, Any] | None) -> None:
     """Append an ``--eval-only`` run to ``run.json``'s ``evaluations`` list (the training's
     record, its ``status`` and ``test`` included, is kept). Nothing without a ``run.json``."""
-    import json
 
     from thelper.session import now, write_json
 
     path = session.session_dir / "run.json"
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        record = _read_record(path)
+    except (OSError, ValueError, ThelperError):
         return
     if not isinstance(record, dict):
         return
@@ -494,6 +492,21 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
             ckpt_path, ckpt = Path(chosen), load_checkpoint(Path(chosen), map_location)
         with _claimed(session_dir_of(ckpt_path), runtime, resumed=True):
             return _resume(path, ckpt_path, ckpt, config, cfg, pm, runtime, eval_only)
+
+
+def _read_record(path: Path) -> Any:
+    """A session's ``run.json``, read as a regular file only (a FIFO planted there never
+    blocks the command: :func:`thelper.data.files.open_regular`).
+
+    Raises:
+        OSError, ValueError, DataError: Missing, unreadable, not a regular file, not JSON.
+    """
+    import json
+
+    from thelper.data.files import open_regular
+
+    with open_regular(path, "r") as f:
+        return json.loads(f.read())
 
 
 def _check_local_plugins(session_dir: Path, pm: Any) -> None:
