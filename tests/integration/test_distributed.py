@@ -289,6 +289,37 @@ def test_sigkill_one_rank_stops_the_job_and_resume_continues_exactly(tmp_path):
     assert _max_diff(reference, _weights(run_dir / "equiv")) == 0.0
 
 
+@pytest.mark.slow
+def test_sigusr1_to_the_launcher_requeues_every_rank(tmp_path):
+    """sbatch --signal=B:USR1 signals the batch step, i.e. the launcher: the ranks get it,
+    checkpoint at the next step and the job exits 75; a resume completes it."""
+    cfg = copy.deepcopy(EQUIV)
+    cfg["loaders"]["batch_size"] = 8
+    cfg["trainer"]["epochs"] = 2
+    cfg["trainer"]["checkpoint_every_n_steps"] = 5
+    run_dir = tmp_path / "requeued"
+    run_dir.mkdir()
+    path = run_dir / "equiv.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([THELPER, "run", str(path), "--save-dir", str(run_dir),
+                             "--nproc-per-node", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
+    ckpts = run_dir / "equiv" / "checkpoints"
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline and not any(
+            ckpts.glob("ckpt.step.*.pt")):  # by progress: the first step checkpoint
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before the signal"
+    os.kill(proc.pid, signal.SIGUSR1)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 75, err[-3000:]
+    run = json.loads((run_dir / "equiv" / "run.json").read_text())
+    assert run["status"] == "interrupted" and run["stopped_reason"] == "requeue"
+    res = subprocess.run([THELPER, "resume", str(run_dir / "equiv"), "--nproc-per-node", "2"],
+                         capture_output=True, text=True, timeout=300, env=_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
 def test_resume_on_another_world_size_says_the_order_changed(tmp_path):
     cfg = copy.deepcopy(EQUIV)
     cfg["trainer"]["epochs"] = 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -34,7 +35,8 @@ def launch_workers(nproc: int, args: Sequence[str]) -> int:
 
     Returns:
         0 when every rank succeeded, 130 when the launcher was interrupted (SIGINT or
-        SIGTERM: the ranks are asked to stop, as a single run is), else the exit code of
+        SIGTERM: the ranks are asked to stop, as a single run is), 75 after SIGUSR1 (passed
+        on to the ranks: a checkpoint, then a requeue), else the exit code of
         the first rank that failed (a rank killed by a signal counts as 1). When one rank
         dies, the launcher stops the others (no rank waits forever for a dead peer).
     """
@@ -49,6 +51,8 @@ def launch_workers(nproc: int, args: Sequence[str]) -> int:
         rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
         monitor_interval=0.2, start_method="spawn",
     )
+    requeue = getattr(signal, "SIGUSR1", None)
+    previous = signal.signal(requeue, _forward_to_children) if requeue is not None else None
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "thelper", *args)
     except ChildFailedError as exc:
@@ -56,4 +60,36 @@ def launch_workers(nproc: int, args: Sequence[str]) -> int:
         return next((c for c in codes if c and c > 0), 1)
     except SignalException:  # SIGINT/SIGTERM to the launcher: the ranks stopped
         return 130
+    finally:
+        if requeue is not None:
+            signal.signal(requeue, previous)
     return 0
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs of the direct children of ``pid`` (Linux ``/proc``; none elsewhere)."""
+    out = []
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(entry.path, "stat"), encoding="ascii",
+                      errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def _forward_to_children(signum: int, frame: object) -> None:
+    """SIGUSR1 (a scheduler's requeue warning, e.g. ``sbatch --signal=B:USR1@120``) sent to
+    the launcher reaches every rank: they checkpoint at the next step and exit 75, which
+    the launcher returns. torch's elastic launcher handles SIGINT/SIGTERM itself, not this
+    one (its default action would kill the launcher and orphan the ranks)."""
+    for pid in _children(os.getpid()):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
