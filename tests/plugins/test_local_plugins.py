@@ -105,3 +105,14 @@ def test_local_module_found_on_pythonpath_and_errors(project, tmp_path_factory):
     assert nohooks.returncode == 2 and "implements no thelper hook" in nohooks.stderr
     bad_name = _thelper(["-p", "my-models.py", "plugins", "list"], elsewhere)
     assert bad_name.returncode == 2 and "not a module name" in bad_name.stderr
+
+
+@pytest.mark.slow
+def test_grid_workers_load_the_local_module(project):
+    (project / "grid.yaml").write_text(yaml.safe_dump({
+        "name": "g", "base": "cfg.yaml", "seed": 1, "max_concurrent": 1,
+        "vary": {"model.params.hidden": [8, 16]}}))
+    res = _thelper(["-p", "my_models", "grid", "run", "grid.yaml", "-o", "grids"], project)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in (project / "grids" / "g").glob("*/run.json")]
+    assert len(runs) == 2 and {r["status"] for r in runs} == {"completed"}

@@ -148,6 +148,7 @@ def run_cmd(
     outcome = run_grid(plan, grid_dir, executor, rerun_failed=rerun_failed,
                        max_concurrent=max_concurrent, threads=threads,
                        blocked=list(cli._STATE.get("blocked") or []), allow_imports=allow,
+                       local=list(cli._STATE.get("local") or []),
                        echo=typer.echo)
     n = len(outcome.rows)
     parts = [f"{outcome.count(s)} {s}" for s in ("completed", "skipped", "failed",

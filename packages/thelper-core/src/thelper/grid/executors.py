@@ -37,6 +37,8 @@ class ExecutorContext:
         grid_dir: The grid's directory (session directories land there).
         blocked: Plugins blocked on the command line (``-p no:NAME``), blocked in the
             workers too.
+        local: Local plugin modules named on the command line (``-p MODULE``), loaded by
+            the ``local`` executor's workers too (not sent to Ray tasks).
     """
 
     max_concurrent: int
@@ -44,6 +46,7 @@ class ExecutorContext:
     gpus: list[int] = field(default_factory=list)
     grid_dir: Path = Path(".")
     blocked: list[str] = field(default_factory=list)
+    local: list[str] = field(default_factory=list)
 
 
 class Executor:
@@ -141,7 +144,8 @@ class LocalExecutor(Executor):
         proc = ctx.Process(target=worker_main, name=f"thelper-grid-worker-{slot.index}",
                            args=(child, env, self.ctx.threads, list(self.ctx.blocked),
                                  os.getpid(), str(self.ctx.grid_dir / "logs" /
-                                                  f"worker-{slot.index}.log")))
+                                                  f"worker-{slot.index}.log"),
+                                 list(self.ctx.local)))
         proc.start()
         child.close()
         slot.process, slot.conn, slot.pid = proc, parent, proc.pid

@@ -142,6 +142,7 @@ def run_grid(plan: GridPlan, grid_dir: Path, executor: Any, *, rerun_failed: boo
              max_concurrent: int | None = None, threads: int | None = None,
              gpus: list[int] | None = None, blocked: list[str] | None = None,
              allow_imports: tuple[str, ...] = (), live: bool | None = None,
+             local: list[str] | None = None,
              echo: Any = print) -> GridOutcome:
     """Run every experiment of ``plan`` that is not done, on ``executor``.
 
@@ -157,6 +158,7 @@ def run_grid(plan: GridPlan, grid_dir: Path, executor: Any, *, rerun_failed: boo
         threads: torch threads per worker (default: cores / workers).
         gpus: GPU indices (default: from the plan's ``devices``).
         blocked: Plugins blocked in the workers.
+        local: Local plugin modules (``-p MODULE``) the workers load.
         allow_imports: ``--allow-import`` modules.
         live: Draw a live table (default: when stderr is a terminal).
         echo: Prints one line per finished experiment when there is no live table.
@@ -192,7 +194,7 @@ def run_grid(plan: GridPlan, grid_dir: Path, executor: Any, *, rerun_failed: boo
         return outcome
     grid_id = _grid_id(plan)
     parent = mlflow_parent_run(plan, grid_dir, grid_id, echo)
-    ctx = ExecutorContext(limit, threads, gpus, grid_dir, list(blocked or []))
+    ctx = ExecutorContext(limit, threads, gpus, grid_dir, list(blocked or []), list(local or []))
     executor.start(ctx, len(todo))
     outcome.executor = executor.describe()
     if live is None:

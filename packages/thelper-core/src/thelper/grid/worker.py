@@ -44,7 +44,9 @@ def _plugin_manager() -> Any:
         from thelper.plugins import get_plugin_manager
 
         blocked = _STATE.get("blocked") or []
-        pm = get_plugin_manager(blocked=blocked) if blocked else get_plugin_manager()
+        local = _STATE.get("local") or []
+        pm = get_plugin_manager(blocked=blocked, local=local) if blocked or local \
+            else get_plugin_manager()
         _STATE["pm"] = pm
     return pm
 
@@ -136,7 +138,7 @@ def _redirect_output(log: str | None) -> None:
 
 
 def worker_main(conn: Any, env: dict[str, str], threads: int, blocked: list[str],
-                parent: int, log: str | None = None) -> None:
+                parent: int, log: str | None = None, local: list[str] | None = None) -> None:
     """Entry point of a ``local`` executor's worker process (started with ``spawn``).
 
     Sends its output to ``log`` (the sessions' own logs are in their directories), sets
@@ -157,6 +159,7 @@ def worker_main(conn: Any, env: dict[str, str], threads: int, blocked: list[str]
 
         torch.set_num_threads(max(1, threads))
         _STATE["blocked"] = blocked
+        _STATE["local"] = list(local or [])  # -p MODULE (sys.path is the grid's: spawn)
         _plugin_manager()
         _quiet_console()
         conn.send(("ready", os.getpid(), time.perf_counter() - start))
