@@ -74,3 +74,40 @@ def seg_config(tmp_path: Path, coins_images: Path):
         return path
 
     return make
+
+
+@pytest.fixture
+def photo_images(tmp_path: Path) -> Path:
+    """Four real photos as PNG files, sorted: scikit-image's ``chelsea`` (a cat, 300x451)
+    and ``coffee`` (400x600), scikit-learn's ``china`` and ``flower`` (427x640 each)."""
+    import cv2
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    china, flower = load_sample_images().images
+    folder = tmp_path / "photos"
+    for name, rgb in (("chelsea", data.chelsea()), ("china", china), ("coffee", data.coffee()),
+                      ("flower", flower)):
+        write_png(folder / f"{name}.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+@pytest.fixture
+def cls_config(tmp_path: Path, photo_images: Path):
+    """Write a classification annotation config over ``photo_images``; returns its path."""
+
+    def make(params: dict[str, Any] | None = None, name: str = "photos-annot") -> Path:
+        cfg = session_config(
+            name,
+            {"photos": {"type": "image_files", "params": {"root": str(photo_images)},
+                        "task": {"type": "classification", "params": {
+                            "class_names": ["cat", "flower", "landscape", "drink"]}}}},
+            {"type": "classification", "params": {"window_name": f"annot-{name}",
+                                                  **(params or {})}},
+            {"type": "simple_cnn", "params": {"in_channels": 3}},
+            {"accuracy": {"type": "accuracy"}}, "accuracy")
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    return make

@@ -80,4 +80,4 @@ def test_plugin_module_imports_nothing_heavy():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split(maxsplit=1) == ["4", "[]\n"]
+    assert result.stdout.split(maxsplit=1) == ["7", "[]\n"]

@@ -35,11 +35,11 @@ def annotate(config: Path, save_dir: Path = Path("annotations"), *,
         DisplayError: No usable display (checked before any window function).
         ConfigError: No ``annotator`` section, or ``--review`` without ``--from``.
     """
+    from thelper import cli
     from thelper.build import build_data
     from thelper.config import load_config, validate_document
     from thelper.exceptions import ConfigError
     from thelper.logs import setup_logging
-    from thelper.plugins import get_plugin_manager
     from thelper.session import draw_seeds
     from thelper_gui.display import require_display
 
@@ -47,7 +47,7 @@ def annotate(config: Path, save_dir: Path = Path("annotations"), *,
         raise ConfigError("--review orders samples by the model's disagreement: give the "
                           "model with --from SESSION")
     setup_logging()
-    pm = get_plugin_manager()
+    pm = cli._pm()  # the command line's plugins (-p NAME, -p no:NAME)
     cfg = validate_document(load_config(config, sets or []), pm.registry,
                             allow_imports=allow_imports)
     section = getattr(cfg, "annotator", None)

@@ -57,6 +57,12 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    @property
+    def groups(self) -> list[str]:
+        """One group per image (its file name): the images hold no class to stratify the
+        splits on, so they split as groups of one."""
+        return [path.name for path in self.files]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         from thelper_vision.datasets import decode_image_file
 

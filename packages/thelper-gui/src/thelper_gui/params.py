@@ -14,7 +14,8 @@ from pydantic import Field, RootModel, field_validator, model_validator
 from thelper.config import Slot
 from thelper.params import Params
 
-__all__ = ["AnnotatorSection", "LabelSpec", "SegmentationAnnotatorParams"]
+__all__ = ["AnnotatorSection", "LabelSpec", "SegmentationAnnotatorParams",
+           "ClassificationAnnotatorParams", "BoxAnnotatorParams", "ViewerParams"]
 
 
 class AnnotatorSection(RootModel[Slot[Literal["annotator"]]]):
@@ -89,3 +90,64 @@ class SegmentationAnnotatorParams(_WindowParams):
             if dupes:
                 raise ValueError(f"label ids must be unique (repeated: {dupes})")
         return self
+
+
+def _unique_names(names: list[str] | None) -> list[str] | None:
+    if names is not None:
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"class names must be unique (repeated: {dupes})")
+    return names
+
+
+class ClassificationAnnotatorParams(_WindowParams):
+    """Pick one class per image (number keys or a click in the class list), skip images, go
+    back; saved as ``labels.csv`` (``sample, dataset, index, path, label``)."""
+
+    classes: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    """The classes, in order (keys 1-9 then 0 pick the first ten); default: the task's
+    class names."""
+    advance: bool = True
+    """Go to the next image after a class is picked or the image is skipped."""
+    max_display_size: int = Field(default=800, ge=64, le=8192)
+    """Longest side in screen pixels of a shown image: larger images are scaled down (the
+    saved label does not depend on it)."""
+    min_display_size: int = Field(default=256, ge=16, le=2048)
+    """Images whose longest side is shorter are magnified by a whole factor (nearest
+    neighbour), e.g. scikit-learn's 8x8 digits."""
+    list_width: int = Field(default=220, ge=120, le=800)
+    """Width in pixels of the class list drawn right of the image."""
+
+    _names = field_validator("classes")(classmethod(lambda cls, v: _unique_names(v)))
+
+
+class BoxAnnotatorParams(_WindowParams):
+    """Draw, select, move, resize and delete boxes and change their class; saved as COCO
+    JSON (``boxes.json``)."""
+
+    classes: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    """The object classes (keys 1-9 then 0 pick the first ten); default: the task's class
+    names. ``category_id`` in ``boxes.json`` is the class index + 1."""
+    min_box_size: int = Field(default=3, ge=1, le=1000)
+    """Drags shorter than this (pixels, either side) draw no box: a click selects."""
+    handle_size: int = Field(default=6, ge=2, le=50)
+    """Distance in pixels from a corner of the selected box within which a drag resizes
+    it."""
+    line_width: int = Field(default=2, ge=1, le=10)
+    """Line width of the boxes."""
+
+    _names = field_validator("classes")(classmethod(lambda cls, v: _unique_names(v)))
+
+
+class ViewerParams(Params):
+    """The batch viewer of ``thelper viz CONFIG --window``."""
+
+    window_name: str = Field(default="thelper-viz", min_length=1,
+                             pattern=r"^[A-Za-z0-9_.+\- ]+$")
+    """Title of the window."""
+    tile_size: int = Field(default=256, ge=32, le=2048)
+    """Side in pixels of the square each sample is fitted into."""
+    columns: int = Field(default=4, ge=1, le=16)
+    """Samples per row."""
+    mask_opacity: float = Field(default=0.45, ge=0.0, le=1.0)
+    """Opacity of the masks over the images."""

@@ -1,7 +1,8 @@
 """The thelper plugin of thelper-gui (entry point ``thelper.plugins: gui``).
 
-Registers the ``annotator:`` config section, the segmentation annotator, the
-``image_files`` and ``annotations`` datasets, and adds the ``thelper annot`` command. Registration is data only: nothing here imports
+Registers the ``annotator:`` config section, the segmentation, classification and boxes
+annotators, the ``window`` viewer of ``thelper viz --window``, the ``image_files`` and
+``annotations`` datasets, and adds the ``thelper annot`` command. Registration is data only: nothing here imports
 pydantic, torch, numpy or OpenCV.
 """
 
@@ -28,6 +29,16 @@ def thelper_register_components() -> list[ComponentInfo]:
           aliases=("thelper.gui.ImageSegmentAnnotator",
                    "thelper.gui.annotators.ImageSegmentAnnotator"),
           description="brush, eraser and fill painting label masks (masks/<stem>.png)"),
+        C("annotator", "classification", "thelper_gui.factories:classification",
+          f"{p}:ClassificationAnnotatorParams",
+          description="one class per image, number keys or a click in the list "
+                      "(labels.csv)"),
+        C("annotator", "boxes", "thelper_gui.factories:boxes", f"{p}:BoxAnnotatorParams",
+          aliases=("bounding_boxes", "detection"),
+          description="draw, move, resize and delete boxes, change their class (COCO "
+                      "boxes.json)"),
+        C("viewer", "window", "thelper_gui.factories:viewer", f"{p}:ViewerParams",
+          description="'thelper viz --window': batches in an OpenCV window (masks, boxes)"),
         C("dataset", "image_files", "thelper_gui.datasets:ImageFiles",
           "thelper_gui.dataset_params:ImageFilesParams",
           metadata={"paths": ("root",)},

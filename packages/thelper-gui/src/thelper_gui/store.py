@@ -286,7 +286,7 @@ class MaskStore(AnnotationStore):
 class LabelStore(AnnotationStore):
     """Class labels: ``labels.csv`` (``sample, dataset, index, path, label``; an empty
     label is a skipped image). Entries: ``{"sample", "op": "label", "label": name or
-    None}``."""
+    None}`` (``None``: skipped) and ``{"sample", "op": "clear"}`` (the row removed)."""
 
     kind = "classification"
     columns = ("sample", "dataset", "index", "path", "label")
@@ -300,7 +300,10 @@ class LabelStore(AnnotationStore):
                     self.labels[row["sample"]] = row["label"] or None
 
     def _apply(self, entry: Mapping[str, Any]) -> None:
-        self.labels[entry["sample"]] = entry.get("label")
+        if entry.get("op") == "clear":
+            self.labels.pop(entry["sample"], None)
+        else:
+            self.labels[entry["sample"]] = entry.get("label")
         self.dirty.add(entry["sample"])
 
     def _snapshot(self, keys: set[str]) -> bytes:

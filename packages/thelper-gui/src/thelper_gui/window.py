@@ -9,8 +9,10 @@ thread that calls ``cv2.waitKeyEx``; saving runs in the store's compactor thread
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,8 @@ from thelper_gui.samples import SampleSource, unique_stem
 from thelper_gui.store import AnnotationStore
 
 __all__ = ["WindowAnnotator", "KEY_ESC", "KEY_ENTER", "KEY_BACKSPACE", "KEY_TAB",
-           "KEY_DELETE", "key_char", "draw_help", "put_text"]
+           "KEY_DELETE", "KEY_LEFT", "KEY_RIGHT", "key_char", "draw_help", "put_text",
+           "write_png"]
 
 log = logging.getLogger("thelper.gui")
 
@@ -88,6 +91,7 @@ class WindowAnnotator:
     """
 
     kind = ""
+    help_title = "thelper annot"
     keys_help: list[tuple[str, str]] = []
     common_help = [
         ("n / space", "next sample"), ("p / backspace", "previous sample"),
@@ -118,6 +122,7 @@ class WindowAnnotator:
         self.running = False
         self.message = ""
         self.redraws: list[float] = []
+        self.screenshot = os.environ.get("THELPER_GUI_SCREENSHOT", "")
 
     # -------------------------------------------------------------- navigation
     def start_cursor(self) -> int:
@@ -140,12 +145,23 @@ class WindowAnnotator:
         sample = self.source.sample(pos)
         image = self.source.image(sample, ref)
         self.register(ref, sample, image)
+        image = self.display_image(image)
         self.cursor, self.key, self.image = cursor, ref.key, image
-        h, w = image.shape[:2]
-        self.frame = np.zeros((h + self.bar, max(w, 320), 3), np.uint8)
+        self.frame = np.zeros((*self.frame_size(image), 3), np.uint8)
         self.load_sample(ref.key, sample)
         self.store.set_position(pos, ref.key)
         self.dirty = True
+
+    def display_image(self, image: np.ndarray) -> np.ndarray:
+        """The image as the window shows it (default: unscaled, a window pixel is an image
+        pixel)."""
+        return image
+
+    def frame_size(self, image: np.ndarray) -> tuple[int, int]:
+        """``(height, width)`` of the window for ``image``: the image over the status bar,
+        at least 320 pixels wide."""
+        h, w = image.shape[:2]
+        return h + self.bar, max(w, 320)
 
     def register(self, ref: Any, sample: dict[str, Any], image: np.ndarray) -> None:
         """Record the sample in the session (stem, file, size); images without a file of
@@ -154,8 +170,6 @@ class WindowAnnotator:
         h, w = image.shape[:2]
         path = self.source.path_of(sample)
         if known is None:
-            from pathlib import Path
-
             taken = {s["stem"] for s in self.store.samples.values()}
             stem = unique_stem(Path(path).stem if path else ref.key.replace("/", "_"), taken,
                                ref)
@@ -210,7 +224,12 @@ class WindowAnnotator:
                 cv2.waitKey(1)
 
     def redraw(self) -> None:
-        """Draw the frame and show it; times each redraw into :attr:`redraws`."""
+        """Draw the frame and show it; times each redraw into :attr:`redraws`.
+
+        With ``THELPER_GUI_SCREENSHOT=PATH`` in the environment, every frame shown is also
+        written to ``PATH`` (PNG, atomically): the window as the user sees it, for
+        documentation and tests.
+        """
         import cv2
 
         t0 = time.perf_counter()
@@ -218,20 +237,24 @@ class WindowAnnotator:
         self.draw_bar()
         if self.show_help:
             saved = self.frame.copy()
-            draw_help(self.frame, f"thelper annot: {self.kind} (h: close help)",
+            draw_help(self.frame, f"{self.help_title}: {self.kind} (h: close help)",
                       self.keys_help + self.common_help)
-            cv2.imshow(self.title, self.frame)
+            self._show(cv2)
             self.frame[...] = saved
         else:
-            cv2.imshow(self.title, self.frame)
+            self._show(cv2)
         if restore is not None:
             restore()
         self.dirty = False
         self.redraws.append(time.perf_counter() - t0)
 
+    def _show(self, cv2: Any) -> None:
+        cv2.imshow(self.title, self.frame)
+        if self.screenshot:
+            write_png(self.screenshot, self.frame)
+
     def draw_bar(self) -> None:
-        h = self.image.shape[0]
-        bar = self.frame[h:]
+        bar = self.frame[self.frame.shape[0] - self.bar:]
         bar[...] = (40, 40, 40)
         text = f"{self.cursor + 1}/{len(self.order)} {self.store.samples[self.key]['stem']} | "
         text += self.status()
@@ -298,7 +321,16 @@ class WindowAnnotator:
         pass
 
 
-def _absolute(path: str) -> Any:
-    from pathlib import Path
+def write_png(path: str, image: np.ndarray) -> None:
+    """Write ``image`` (BGR uint8) to ``path`` as PNG, atomically."""
+    import cv2
 
+    from thelper_gui.journal import atomic_write
+
+    ok, png = cv2.imencode(".png", image)
+    if ok:
+        atomic_write(Path(path), png.tobytes())
+
+
+def _absolute(path: str) -> Any:
     return Path(path).absolute()

@@ -18,7 +18,7 @@ import typer
 from thelper.cli_options import AllowImportOption, SetOption, allowed_imports
 from thelper.hookspecs import hookimpl
 
-__all__ = ["draw_batch", "write_batches", "viz_cmd", "thelper_add_commands"]
+__all__ = ["draw_batch", "write_batches", "show_batches", "viz_cmd", "thelper_add_commands"]
 
 
 def _caption(task: Any, batch: dict[str, Any], i: int) -> str:
@@ -205,20 +205,62 @@ def write_batches(config: Path, out: Path, split: str = "train", batches: int = 
     return written
 
 
+def show_batches(config: Path, split: str = "train", limit: int = 16,
+                 sets: list[str] | None = None, allow_imports: tuple[str, ...] = ()) -> int:
+    """Show the batches of ``split`` in a window, through a registered ``viewer`` component
+    (thelper-gui registers ``window``); returns how many batches were drawn.
+
+    Raises:
+        ConfigError: No viewer is installed (``pip install thelper-gui``), no display (from
+            the viewer), an invalid config, or ``split`` has no samples.
+    """
+    from thelper import cli
+    from thelper.build import assemble
+    from thelper.config import load_config, validate_document
+    from thelper.exceptions import ConfigError
+    from thelper.logs import setup_logging
+    from thelper.session import draw_seeds
+
+    pm = cli._pm()  # the command line's plugins: '-p no:gui' blocks the viewer
+    viewers = pm.registry.names("viewer")
+    if not viewers:
+        raise ConfigError("thelper viz --window needs a viewer component and none is "
+                          "registered; install one with 'pip install thelper-gui' (or drop "
+                          "--window to write PNG files)")
+    setup_logging()
+    cfg = validate_document(load_config(config, sets or []), pm.registry,
+                            allow_imports=allow_imports)
+    viewer = pm.registry.build("viewer", viewers[0], None)  # checks the display first
+    data = assemble(cfg, draw_seeds(cfg.seeds.model_dump()), pm.registry, model=False).data
+    loader = data.loaders.get(split)
+    if loader is None:
+        raise ConfigError(f"split {split!r} is empty in this config; choose one of "
+                          f"{', '.join(data.loaders)}")
+    return viewer.run(data.task, iter(loader), title=f"{cfg.name}: {split}", limit=limit)
+
+
 def viz_cmd(
     config: Annotated[Path, typer.Argument(help="Session config (YAML or JSON).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("viz"),
     split: Annotated[str, typer.Option(help="train, valid or test.")] = "train",
     batches: Annotated[int, typer.Option(help="Number of batches to draw.", min=1)] = 1,
     limit: Annotated[int, typer.Option(help="Samples drawn per batch.", min=1)] = 16,
+    window: Annotated[bool, typer.Option(
+        "--window", help="Show the batches in a window instead (n/p: next/previous batch, "
+                         "m/b: masks/boxes, h: help); needs a viewer plugin (thelper-gui) "
+                         "and a display.")] = False,
     sets: SetOption = None,
     allow_import: AllowImportOption = None,
 ) -> None:
     """Write PNG grids of transformed batches (masks and boxes drawn over images).
 
     Uses the config's datasets, splits, transforms and seeds, so the training split shows
-    the augmentations of the first epoch. Writes OUT/<name>/<split>_batch<k>.png.
+    the augmentations of the first epoch. Writes OUT/<name>/<split>_batch<k>.png, or with
+    --window shows the batches in a window of the installed viewer.
     """
+    if window:
+        show_batches(config, split, limit, sets, allowed_imports(allow_import))
+        return
     for path in write_batches(config, out, split, batches, limit, sets,
                               allowed_imports(allow_import)):
         typer.echo(f"wrote {path}")
