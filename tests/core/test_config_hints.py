@@ -153,3 +153,14 @@ def test_multiple_datasets_tasks_must_agree(mlp_config):
     _, issues = messages(mlp_config, core_registry())
     assert list(issues) == ["datasets.b.task.params"]
     assert "differ from dataset 'a'" in issues["datasets.b.task.params"]
+
+
+def test_a_blocked_plugin_is_named_with_its_flag(mlp_config, write_config, capsys):
+    from thelper.cli import main
+
+    mlp_config["loaders"]["base_transforms"] = [{"type": "to_float"}]
+    cfg = write_config(mlp_config)
+    assert main(["-p", "no:vision", "config", "validate", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert ("'to_float' is not a registered transform; it is provided by thelper-vision, "
+            "blocked by -p no:vision") in err

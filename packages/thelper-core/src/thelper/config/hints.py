@@ -182,6 +182,11 @@ def not_installed(kind: str, name: str, registry: Registry, failures: Iterable[A
         return f"it is provided by {dist}, whose plugin {failure} (run with --traceback)"
     if dist in loaded:
         return None  # installed and loaded: the name is simply not one of its components
+    blocked = sorted(n for n, d in getattr(registry, "blocked", {}).items() if d == dist)
+    if blocked:
+        flags = " ".join(f"-p no:{n}" for n in blocked)
+        return (f"it is provided by {dist}, blocked by {flags} (remove it, or the "
+                "THELPER_BLOCK_PLUGINS entry, to load it)")
     if _installed(dist):
         return (f"it is provided by {dist}, which is installed but not loaded (check "
                 "THELPER_DISABLE_PLUGIN_AUTOLOAD, THELPER_PLUGINS and -p no:NAME)")
