@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.gui.conftest import session_config
-from tests.gui.xdo import Window, finish, journal_lines, need_display, start, wait_for
+from tests.gui.xdo import Journaled, Window, finish, journal_lines, need_display, start, wait_for
 
 
 @pytest.fixture
@@ -39,14 +39,7 @@ def test_draw_select_move_resize_class_delete(box_config, coins_images, tmp_path
     journal = session / "journal.jsonl"
     proc = start(["annot", str(box_config), "--save-dir", str(out)], tmp_path)
     win = Window("annot-coins-boxes", proc, size=(384, 303 + 22))
-    entries = 0
-
-    def handled(action, *args):
-        nonlocal entries
-        action(*args)
-        entries += 1
-        wait_for(lambda: journal_lines(journal) >= entries, f"journal entry {entries}",
-                 proc=proc)
+    handled = Journaled(journal, proc)
 
     handled(win.drag, [(20, 30), (120, 100)])  # A: coin [20, 30, 100, 70], selected
     win.click(300, 20)  # a click outside the boxes: nothing selected

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.gui.xdo import Window, finish, journal_lines, need_display, start, wait_for
+from tests.gui.xdo import Journaled, Window, finish, journal_lines, need_display, start, wait_for
 from thelper_gui.classification import ROW
 
 
@@ -29,14 +29,7 @@ def test_pick_skip_back_clear_and_resume(cls_config, photo_images, tmp_path):
     journal = session / "journal.jsonl"
     proc = start(["annot", str(config), "--save-dir", str(out)], tmp_path)
     win = Window("annot-photos-annot", proc, size=(540, 213 + 22))  # chelsea, scaled
-    entries = 0
-
-    def handled(action, *args):
-        nonlocal entries
-        action(*args)
-        entries += 1
-        wait_for(lambda: journal_lines(journal) >= entries, f"journal entry {entries}",
-                 proc=proc)
+    handled = Journaled(journal, proc)
 
     handled(win.key, "1")  # chelsea: cat, then china
     handled(win.key, "s")  # china: skipped, then coffee

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.gui.xdo import Window, finish, journal_lines, need_display, start, wait_for
+from tests.gui.xdo import Journaled, Window, finish, journal_lines, need_display, start, wait_for
 
 
 def brush(shape: tuple[int, int], path: list[tuple[int, int]], radius: int) -> np.ndarray:
@@ -55,14 +55,7 @@ def test_brush_eraser_undo_redo_and_resume(seg_config, tmp_path):
     proc = start(["annot", str(config), "--save-dir", str(out)], tmp_path)
     win = Window("annot-coins-annot", proc, size=(384, 303 + 22))  # unscaled + status bar
     journal = session / "journal.jsonl"
-    entries = 0
-
-    def handled(action, *args):
-        nonlocal entries
-        action(*args)
-        entries += 1
-        wait_for(lambda: journal_lines(journal) >= entries, f"journal entry {entries}",
-                 proc=proc)
+    handled = Journaled(journal, proc)
 
     # label 2 ("coin", id 1), radius 5: two strokes (Qt merges the mouse moves of a fast
     # drag, so each stroke is one segment: press, move, release)

@@ -139,3 +139,18 @@ def journal_lines(path: Path) -> int:
         return path.read_bytes().count(b"\n")
     except FileNotFoundError:
         return 0
+
+
+class Journaled:
+    """``handled(action, *args)``: run a window action, then wait until it has reached the
+    journal (one more complete line; the tests set a long ``save_interval`` so that the
+    journal only grows). Scheduling by what is on disk, never by sleeps."""
+
+    def __init__(self, journal: Path, proc: subprocess.Popen) -> None:
+        self.journal, self.proc, self.entries = journal, proc, 0
+
+    def __call__(self, action: Callable[..., Any], *args: Any) -> None:
+        action(*args)
+        self.entries += 1
+        wait_for(lambda: journal_lines(self.journal) >= self.entries,
+                 f"journal entry {self.entries}", proc=self.proc)
