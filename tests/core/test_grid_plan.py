@@ -163,3 +163,104 @@ def test_report_leaves_missing_fields_blank(grid_file, registry, tmp_path):
 def test_report_of_a_non_grid_directory_is_a_usage_error(tmp_path, capsys):
     assert main(["grid", "report", str(tmp_path)]) == 2
     assert "holds no grid.json" in capsys.readouterr().err
+
+
+def _ray_grid(grid_file, **params):
+    return grid_file(vary={LR: [0.01]}, executor={"type": "ray", "params": params})
+
+
+@pytest.mark.parametrize("flags", [[], ["--ray-address", "127.0.0.1:1"]])
+def test_file_ray_address_needs_the_same_ray_address_flag(grid_file, tmp_path, capsys, flags):
+    grid = _ray_grid(grid_file, address="ray://evil.example:10001")
+    code = main(["grid", "run", str(grid), "--save-dir", str(tmp_path / "out"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "executor.params.address 'ray://evil.example:10001'" in err
+    assert "--ray-address ray://evil.example:10001" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "grid" / "grid.json").exists()  # nothing started
+
+
+def test_ray_temp_dir_outside_the_grid_dir_is_refused(grid_file, tmp_path, capsys):
+    grid = _ray_grid(grid_file, temp_dir=str(tmp_path / "elsewhere"))
+    assert main(["grid", "run", str(grid), "--save-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "executor.params.temp_dir" in err and "outside the grid directory" in err
+
+
+def test_ray_address_flag_needs_the_ray_executor(grid_file, tmp_path, capsys):
+    grid = grid_file(vary={LR: [0.01]})
+    assert main(["grid", "run", str(grid), "--save-dir", str(tmp_path / "out"),
+                 "--ray-address", "127.0.0.1:1"]) == 2
+    assert "--ray-address applies to the ray executor only" in capsys.readouterr().err
+
+
+def test_confirm_executor_accepts_a_confirmed_or_given_address(tmp_path):
+    from thelper.grid.executors import RayExecutor, confirm_executor
+
+    ex = RayExecutor(address="10.0.0.1:6379", temp_dir=str(tmp_path / "g" / "ray"))
+    confirm_executor(ex, Path("grid.yaml"), tmp_path / "g", "10.0.0.1:6379")
+    ex = RayExecutor()
+    confirm_executor(ex, Path("grid.yaml"), tmp_path / "g", "10.0.0.2:6379")
+    assert ex.address == "10.0.0.2:6379"
+    ex = RayExecutor(address="local")
+    confirm_executor(ex, Path("grid.yaml"), tmp_path / "g", None)
+    assert ex.address == "local" and "on a local Ray" in ex.describe()
+
+
+def test_report_replaces_a_planted_symlink_not_its_target(tmp_path):
+    grid_dir = tmp_path / "g"
+    grid_dir.mkdir()
+    write_json(grid_dir / "grid.json", {"name": "g", "varied": [], "experiments": [
+        {"id": "0123456789ab", "params": {}, "repeat": 0, "seeds": {}}]})
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (grid_dir / "results.csv").symlink_to(victim)
+    result = write_report(grid_dir, plots=False)
+    assert victim.read_text() == "precious\n"
+    assert not result.csv_path.is_symlink()
+    assert result.csv_path.read_text().splitlines()[1].startswith("0123456789ab,")
+
+
+@pytest.mark.parametrize("bad", ["../x", "/etc", "0123456789AB", "0123456789a"])
+def test_grid_test_refuses_ids_that_are_not_experiment_ids(tmp_path, capsys, bad):
+    grid_dir = tmp_path / "g"
+    grid_dir.mkdir()
+    write_json(grid_dir / "grid.json", {"name": "g", "experiments": [{"id": bad}]})
+    assert main(["grid", "test", str(grid_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"experiments.0.id {bad!r} is not an experiment id" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_grid_test_passes_local_plugin_modules_to_the_workers(tmp_path, monkeypatch):
+    from thelper.grid import executors
+    from thelper.grid.test import test_grid
+
+    grid_dir = tmp_path / "g"
+    (grid_dir / "0123456789ab").mkdir(parents=True)
+    write_json(grid_dir / "grid.json", {"name": "g", "experiments": [{"id": "0123456789ab"}]})
+    write_json(grid_dir / "0123456789ab" / "run.json", {"status": "completed"})
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def start(self, ctx, n_jobs):
+        seen.append(ctx)
+        raise Stop
+
+    monkeypatch.setattr(executors.LocalExecutor, "start", start)
+    with pytest.raises(Stop):
+        test_grid(grid_dir, None, [], get_plugin_manager(), local=["my_plugin"],
+                  blocked=["other"])
+    assert seen[0].local == ["my_plugin"] and seen[0].blocked == ["other"]
+
+
+def test_too_many_experiments_are_refused_before_expanding(grid_file, tmp_path, capsys):
+    grid = grid_file(repeats=1000, random={"n_trials": 100000, "params": {
+        LR: {"log_uniform": [0.0001, 0.1]}}})
+    assert main(["grid", "validate", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert "expands into 100000000 experiments" in err and "random.n_trials" in err
+    assert "repeats" in err and len(err.strip().splitlines()) == 1

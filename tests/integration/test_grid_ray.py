@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, head: subprocess.Popen, deadline_s: float = 180.0) -> None:
+    """Until the head's GCS accepts connections (generous: Ray starts slowly on a busy
+    machine); fails at once when the head exited."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        assert head.poll() is None, f"ray start --head exited with {head.returncode}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"the Ray head's GCS port {port} did not open within {deadline_s} s")
 
 
 def _grid(folder: Path, executor: dict) -> Path:
@@ -67,10 +82,11 @@ def _check(grid_dir: Path) -> None:
 def test_local_ray_then_existing_cluster(ray_env, tmp_path, capsys):
     import ray
 
+    save = ray_env / "o"  # Ray's temp_dir must lie in the grid directory (and be short)
     grid = _grid(tmp_path / "a", {"type": "ray", "params": {
-        "local_num_cpus": 2, "temp_dir": str(ray_env / "local")}})
-    assert main(["grid", "run", str(grid), "--save-dir", str(tmp_path / "out")]) == 0
-    _check(tmp_path / "out" / "ray2")
+        "local_num_cpus": 2, "temp_dir": str(save / "ray2" / "ray")}})
+    assert main(["grid", "run", str(grid), "--save-dir", str(save)]) == 0
+    _check(save / "ray2")
     assert not ray.is_initialized()  # the local Ray of the run is shut down
     assert "ray executor on a local Ray" in capsys.readouterr().out
 
@@ -82,9 +98,11 @@ def test_local_ray_then_existing_cluster(ray_env, tmp_path, capsys):
          f"--temp-dir={ray_env / 'head'}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
+        _wait_for_port(port, head)
         grid = _grid(tmp_path / "b", {"type": "ray", "params": {
             "address": f"127.0.0.1:{port}"}})
-        assert main(["grid", "run", str(grid), "--save-dir", str(tmp_path / "out2")]) == 0
+        assert main(["grid", "run", str(grid), "--save-dir", str(tmp_path / "out2"),
+                     "--ray-address", f"127.0.0.1:{port}"]) == 0
         _check(tmp_path / "out2" / "ray2")
         assert f"cluster 127.0.0.1:{port}" in capsys.readouterr().out
         assert head.poll() is None  # disconnecting leaves the cluster running

@@ -128,6 +128,10 @@ def run_cmd(
     ] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="torch threads per worker (overrides the file).")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", metavar="ADDRESS", help="Join this Ray cluster: confirms the grid "
+        "file's executor.params.address (which is refused without it), or gives it.")
+    ] = None,
     allow_import: AllowImportOption = None,
 ) -> None:
     """Run every experiment of a grid that is not done yet.
@@ -139,12 +143,14 @@ def run_cmd(
     """
     from thelper import cli
     from thelper.exceptions import ThelperError
+    from thelper.grid.executors import confirm_executor
     from thelper.grid.run import run_grid
 
     allow = allowed_imports(allow_import)
     plan, grid_dir = _plan(grid, save_dir, sets, allow)
     pm = _pm()
     executor = plan.spec.executor.build(pm.registry)
+    confirm_executor(executor, grid, grid_dir, ray_address)
     outcome = run_grid(plan, grid_dir, executor, rerun_failed=rerun_failed,
                        max_concurrent=max_concurrent, threads=threads,
                        blocked=list(cli._STATE.get("blocked") or []), allow_imports=allow,
@@ -187,7 +193,8 @@ def test_cmd(
     allow = allowed_imports(allow_import)
     outcome = test_grid(grid_dir, config, list(sets or []), _pm(),
                         max_concurrent=max_concurrent, allow_imports=allow,
-                        blocked=list(cli._STATE.get("blocked") or []), echo=typer.echo)
+                        blocked=list(cli._STATE.get("blocked") or []),
+                        local=list(cli._STATE.get("local") or []), echo=typer.echo)
     typer.echo(f"evaluated {outcome['completed']} experiment(s) of {grid_dir}"
                + (f"; {outcome['failed']} failed" if outcome["failed"] else ""))
     if outcome["interrupted"]:

@@ -21,9 +21,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thelper.exceptions import ThelperError
+from thelper.exceptions import ConfigError, ThelperError
 
-__all__ = ["Executor", "ExecutorContext", "LocalExecutor", "RayExecutor"]
+__all__ = ["Executor", "ExecutorContext", "LocalExecutor", "RayExecutor", "confirm_executor"]
+
+#: Ray addresses that start a Ray on this machine instead of joining a cluster.
+LOCAL_RAY = (None, "", "local")
+
+
+def confirm_executor(executor: Any, grid_file: Path, grid_dir: Path,
+                     ray_address: str | None) -> None:
+    """Refuse what a grid file alone must not decide: joining a Ray cluster (a cluster runs
+    code on this machine through the results it sends back) and a Ray temporary directory
+    outside the grid directory.
+
+    Args:
+        executor: The built executor (only a :class:`RayExecutor` is checked).
+        grid_file: The grid file (for the messages).
+        grid_dir: The grid's directory.
+        ray_address: ``--ray-address`` of the command line: must equal the file's
+            ``executor.params.address``, or gives it when the file has none. Set on the
+            executor.
+
+    Raises:
+        ConfigError: A cluster address the command line did not confirm, ``--ray-address``
+            with another executor, or ``temp_dir`` outside ``grid_dir``.
+    """
+    if not isinstance(executor, RayExecutor):
+        if ray_address is not None:
+            raise ConfigError(f"--ray-address applies to the ray executor only; {grid_file} "
+                              "runs another (set executor: {type: ray} in it)")
+        return
+    given = executor.address
+    if given not in LOCAL_RAY:
+        if ray_address != given:
+            raise ConfigError(
+                f"{grid_file}: executor.params.address {given!r} joins a Ray cluster, which "
+                f"can run code on this machine; confirm it with --ray-address {given}, or "
+                "remove it to start a local Ray")
+    elif ray_address is not None:
+        executor.address = ray_address
+    if executor.temp_dir is not None:
+        temp = Path(executor.temp_dir).resolve()
+        if not temp.is_relative_to(grid_dir.resolve()):
+            raise ConfigError(f"{grid_file}: executor.params.temp_dir {executor.temp_dir!r} "
+                              f"is outside the grid directory {str(grid_dir)!r}; give a "
+                              "folder inside it or remove the key")
 
 
 @dataclass
@@ -276,7 +319,7 @@ class RayExecutor(Executor):
         self.ctx: ExecutorContext | None = None
 
     def describe(self) -> str:
-        where = f"cluster {self.address}" if self.address else "a local Ray"
+        where = f"cluster {self.address}" if self.address not in LOCAL_RAY else "a local Ray"
         return f"ray executor on {where}: up to {self.capacity} task(s) at once"
 
     def start(self, ctx: ExecutorContext, n_jobs: int) -> None:
@@ -290,7 +333,7 @@ class RayExecutor(Executor):
         self.stop_file = ctx.grid_dir / f".stop-{os.getpid()}-{time.time_ns()}"
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if self.address:
+            if self.address not in LOCAL_RAY:
                 kwargs["address"] = self.address
             else:
                 kwargs["address"] = "local"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import random
 import secrets
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ __all__ = ["Experiment", "GridPlan", "load_grid", "plan_grid", "read_plan", "wri
 ID_LENGTH = 12
 #: The plan recorded in the grid directory.
 PLAN_FILE = "grid.json"
+#: Most experiments a grid may expand into.
+MAX_EXPERIMENTS = 10_000
 
 
 @dataclass
@@ -227,7 +230,8 @@ def plan_grid(path: str | Path, registry: Any, *, grid_dir: Path | None = None,
 
     Raises:
         ConfigError: The grid file or any expanded config is invalid; every problem of
-            every experiment is listed, each prefixed with the experiment's values.
+            every experiment is listed, each prefixed with the experiment's values. Or
+            the grid expands into more than :data:`MAX_EXPERIMENTS` experiments.
     """
     from thelper.config import check_document, load_config
     from thelper.config.compose import config_hash
@@ -253,6 +257,13 @@ def plan_grid(path: str | Path, registry: Any, *, grid_dir: Path | None = None,
             seed, source = recorded["seed"], "recorded"
         else:
             seed, source = secrets.randbelow(2**31), "drawn"
+    n_trials = spec.random.n_trials if spec.random is not None else 1
+    count = max(1, len(spec.cases)) * math.prod(len(v) for v in spec.vary.values()) \
+        * n_trials * spec.repeats
+    if count > MAX_EXPERIMENTS:
+        raise ConfigError(f"{gpath}: the grid expands into {count} experiments (cases x vary "
+                          f"values x random.n_trials x repeats), more than {MAX_EXPERIMENTS}; "
+                          "reduce cases, vary, random.n_trials or repeats")
     rng = random.Random(seed)
     trials: list[dict[str, tuple[Any, tuple]]] = [{}]
     if spec.random is not None:

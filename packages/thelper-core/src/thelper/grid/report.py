@@ -8,7 +8,10 @@ grid analyzer did.
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -112,6 +115,9 @@ def write_report(grid_dir: Path, out: Path | None = None, plots: bool = True
             experiment) and ``<stem>.params.png`` (best value against each of the first
             two numeric varied parameters).
 
+    Files are written atomically: a symbolic link at an output path is replaced by the
+    file, its target left alone.
+
     Raises:
         ConfigError: ``grid_dir`` is not a grid directory.
     """
@@ -122,16 +128,33 @@ def write_report(grid_dir: Path, out: Path | None = None, plots: bool = True
         columns += [k for k in row if k not in columns]
     tail = ["duration_s", "error"]
     columns = [c for c in columns if c not in tail] + tail
+    from thelper.session import write_text
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_text(row.get(c)) for c in columns])
+    fh = io.StringIO(newline="")
+    writer = csv.writer(fh)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_text(row.get(c)) for c in columns])
+    write_text(out, fh.getvalue())  # atomic; a symbolic link there is replaced, not followed
     written: list[Path] = []
     if plots and rows:
         written = _plots(grid_dir, plan, rows, out)
     return ReportResult(out, len(rows), written)
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Save ``fig`` as PNG atomically (temporary file, rename): a symbolic link at ``path``
+    is replaced, never followed."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=100)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _plots(grid_dir: Path, plan: dict[str, Any], rows: list[dict[str, Any]], out: Path
@@ -164,7 +187,7 @@ def _plots(grid_dir: Path, plan: dict[str, Any], rows: list[dict[str, Any]], out
         ax.set_title(f"{plan.get('name')}: {monitor} per epoch")
         ax.legend(fontsize=7)
         path = out.with_suffix(".monitor.png")
-        fig.savefig(path, dpi=100)
+        _save(fig, path)
         written.append(path)
     numeric = [p for p in varied if any(isinstance(r.get(p), (int, float)) for r in rows)
                and all(r.get(p) is None or (isinstance(r.get(p), (int, float))
@@ -192,6 +215,6 @@ def _plots(grid_dir: Path, plan: dict[str, Any], rows: list[dict[str, Any]], out
             ax.set_xlabel(p)
             ax.set_ylabel(f"best {best_key[5:]} (valid)")
         path = out.with_suffix(".params.png")
-        fig.savefig(path, dpi=100)
+        _save(fig, path)
         written.append(path)
     return written

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from thelper.exceptions import ConfigError
-from thelper.grid.plan import PLAN_FILE, read_plan
+from thelper.grid.plan import ID_LENGTH, PLAN_FILE, read_plan
 from thelper.grid.run import cpu_count, read_run
 
 __all__ = ["test_grid", "config_sets"]
 
 #: Top-level keys of a test config that are not applied to the experiments.
 _KEPT = ("name", "description", "seeds", "bases")
+#: An experiment id of ``grid.json`` (its directory name): ``ID_LENGTH`` hex digits.
+_ID = re.compile(f"[0-9a-f]{{{ID_LENGTH}}}")
 
 
 def config_sets(path: Path) -> list[str]:
@@ -32,14 +35,28 @@ def config_sets(path: Path) -> list[str]:
 
 def test_grid(grid_dir: Path, config: Path | None, sets: list[str], pm: Any, *,
               max_concurrent: int | None = None, allow_imports: tuple[str, ...] = (),
-              blocked: list[str] | None = None, echo: Any = print) -> dict[str, int]:
+              blocked: list[str] | None = None, local: list[str] | None = None,
+              echo: Any = print) -> dict[str, int]:
     """Evaluate every completed experiment of ``grid_dir`` on the local executor.
+
+    Args:
+        grid_dir: The grid directory.
+        config: A config whose sections replace each experiment's (``None``: its own).
+        sets: ``--set`` overrides applied to every experiment.
+        pm: The plugin manager.
+        max_concurrent: Most evaluations at once (default: the CPU cores).
+        allow_imports: ``--allow-import`` modules.
+        blocked: Plugins blocked on the command line, blocked in the workers too.
+        local: Local plugin modules (``-p MODULE``) the workers load.
+        echo: Prints a line.
 
     Returns:
         Counts: ``completed``, ``failed``, ``interrupted`` evaluations.
 
     Raises:
-        ConfigError: Not a grid directory, or the test config is unreadable.
+        ConfigError: Not a grid directory, an experiment id of ``grid.json`` that is not
+            :data:`~thelper.grid.plan.ID_LENGTH` lowercase hex digits, or the test config
+            is unreadable.
     """
     import signal
 
@@ -50,8 +67,14 @@ def test_grid(grid_dir: Path, config: Path | None, sets: list[str], pm: Any, *,
         raise ConfigError(f"{str(grid_dir)!r} holds no {PLAN_FILE}: not a grid directory "
                           "(written by 'thelper grid run GRID.yaml')")
     extra = (config_sets(config) if config is not None else []) + list(sets)
-    ids = [e["id"] for e in plan.get("experiments") or [] if isinstance(e, dict)
-           and (read_run(grid_dir / str(e.get("id"))) or {}).get("status") == "completed"]
+    entries = [e for e in plan.get("experiments") or [] if isinstance(e, dict)]
+    for i, e in enumerate(entries):
+        if not isinstance(e.get("id"), str) or not _ID.fullmatch(e["id"]):
+            raise ConfigError(f"{str(grid_dir / PLAN_FILE)!r}: experiments.{i}.id "
+                              f"{e.get('id')!r} is not an experiment id ({ID_LENGTH} hex "
+                              "digits); plan the grid again with 'thelper grid run GRID.yaml'")
+    ids = [e["id"] for e in entries
+           if (read_run(grid_dir / e["id"]) or {}).get("status") == "completed"]
     counts = {"completed": 0, "failed": 0, "interrupted": 0}
     if not ids:
         echo(f"no completed experiment in {grid_dir}")
@@ -60,7 +83,7 @@ def test_grid(grid_dir: Path, config: Path | None, sets: list[str], pm: Any, *,
     limit = max_concurrent or cpu_count()
     workers = max(1, min(limit, len(ids)))
     executor.start(ExecutorContext(limit, max(1, cpu_count() // workers), [], grid_dir,
-                                   list(blocked or [])), len(ids))
+                                   list(blocked or []), list(local or [])), len(ids))
     stopping = {"n": 0}
 
     def on_signal(signum: int, frame: Any) -> None:
