@@ -214,3 +214,211 @@ def test_runs_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture)
                  "--on-conflict", "merge"]) == 2
     assert "--on-conflict 'merge'" in capsys.readouterr().err
     assert main(["runs", "upload", str(tmp_path / "none"), "--to", "sqlite:///x.db"]) == 2
+
+
+# ---------------------------------------------------------------- hostile session folders
+def test_a_fifo_run_json_is_refused_not_waited_on(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    d = tmp_path / "s"
+    d.mkdir()
+    os.mkfifo(d / "run.json")
+    with pytest.raises(RecordError, match="not a regular file"):
+        load_record(d)
+    # the CLI, in a child process: a hang fails the test through the timeout
+    out = subprocess.run([sys.executable, "-m", "thelper", "runs", "show", str(d)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2, out.stderr
+    assert "run.json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_huge_run_json_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import thelper.records as records
+
+    d = _session(tmp_path, _record("a", 0.1, [0.5]))
+    monkeypatch.setattr(records, "MAX_RECORD_BYTES", 100)
+    with pytest.raises(RecordError, match="larger than"):
+        load_record(d)
+
+
+def test_artifacts_and_steps_skip_fifos(tmp_path: Path) -> None:
+    import os
+
+    d = _session(tmp_path, _record("a", 0.1, [0.5]))
+    (d / "output").mkdir()
+    (d / "output" / "report.json").write_text("{}")
+    os.mkfifo(d / "output" / "pipe.json")
+    os.mkfifo(d / "output" / "linked.json.fifo")
+    (d / "output" / "link.json").symlink_to("linked.json.fifo")  # a link to a FIFO inside
+    os.mkfifo(d / "logs" / "steps.jsonl")
+    paths = {a["path"] for a in collect_artifacts(d)}
+    assert paths == {"output/report.json"}
+    assert read_steps(d) == []
+
+
+def _bad_record() -> dict[str, Any]:
+    rec = _record("[/]", 0.1, [0.5, 0.7], description="[bold]x[/]", labels=["[red]"])
+    rec["artifacts"] = [{"path": "output/[/].png"}, {"kind": "report"}, "junk",
+                        {"path": "checkpoints/ckpt.best.pt", "kind": "checkpoint",
+                         "size": 7, "sha256": "ab" * 32}]
+    rec["epochs"] = [{"epoch": 1, "duration_s": "[/]"}, "junk"]
+    rec["metrics"]["valid"].append({"epoch": "[/]", "[/]": 1.0})
+    rec["hparams"]["[/]"] = "[/]"
+    return rec
+
+
+def test_runs_tables_escape_markup_and_survive_missing_keys(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _session(tmp_path, _bad_record())
+    (tmp_path / "b").mkdir()
+    b = _session(tmp_path / "b", _record("b", 0.01, [0.6]))
+    assert main(["runs", "show", str(a)]) == 0
+    out = capsys.readouterr().out
+    assert "[/]" in out and "[bold]x[/]" in out and "output/[/].png" in out
+    assert main(["runs", "list", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[/]" in out and "[red]" in out
+    assert main(["runs", "compare", str(a), str(b)]) == 0
+    assert "[/]" in capsys.readouterr().out
+    # fields of the wrong type are shown as they can be
+    c = _session(tmp_path, {**_record("c", 0.1, [0.5]), "epochs": 3, "metrics": [1],
+                            "artifacts": {"x": 1}, "mlflow": ["junk", {"pending": 3}]})
+    assert main(["runs", "show", str(c)]) == 0
+    assert main(["runs", "compare", str(b), str(c)]) == 0
+    # a record that cannot be read or summarised is reported by name; the others are listed
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "run.json").write_text("{")
+    import thelper.records as records
+
+    real = records.summarize
+
+    def summarize(d: Path, rec: dict[str, Any]) -> dict[str, Any]:
+        if rec.get("name") == "c":
+            raise TypeError("bad field")
+        return real(d, rec)
+
+    monkeypatch.setattr(records, "summarize", summarize)
+    capsys.readouterr()
+    assert main(["runs", "list", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.replace("\n", "")
+    assert "unreadable" in out and str(tmp_path / "d" / "run.json") in out
+    assert str(c / "run.json") in out and "bad field" in out
+    assert "0.7 (2)" in out and "0.6 (1)" in out
+
+
+# ---------------------------------------------------------------- tracking URIs and upload
+def test_redact_uri_keeps_scheme_host_and_path() -> None:
+    from thelper.records import redact_uri
+
+    assert redact_uri("https://user:tok@host:5000/mlflow") == "https://host:5000/mlflow"
+    assert redact_uri("https://tok@host") == "https://host"
+    assert redact_uri("see http://u:p@h/x and https://u2@h2") == "see http://h/x and https://h2"
+    assert redact_uri("sqlite:////tmp/a@b/mlflow.db") == "sqlite:////tmp/a@b/mlflow.db"
+    assert redact_uri("http://host/x?who=a@b") == "http://host/x?who=a@b"
+
+
+def test_mlflow_tracker_record_has_no_credentials() -> None:
+    from thelper.trackers.mlflow import MlflowTracker
+
+    t = MlflowTracker(tracking_uri="https://user:secret@mlflow.example.org/")
+    assert [e["tracking_uri"] for e in t.record()] == ["https://mlflow.example.org"]
+    assert "secret" not in json.dumps(t.record())
+
+
+class _FakeClient:
+    """The MlflowClient calls of ``upload_session``, in memory (no server)."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace as NS
+
+        self.ns = NS
+        self.experiments = {"thelper": "1", "other": "2"}
+        self.runs: dict[str, Any] = {}
+        self.logged: dict[str, list[Any]] = {}
+
+    def add_run(self, run_id: str, exp_id: str, tags: dict[str, str]) -> None:
+        self.runs[run_id] = self.ns(
+            info=self.ns(run_id=run_id, experiment_id=exp_id, lifecycle_stage="active",
+                         run_name=run_id),
+            data=self.ns(params={}, tags=dict(tags)))
+
+    def get_experiment_by_name(self, name: str) -> Any:
+        eid = self.experiments.get(name)
+        return self.ns(experiment_id=eid, lifecycle_stage="active") if eid else None
+
+    def get_run(self, run_id: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        if run_id not in self.runs:
+            raise MlflowException(f"no run {run_id}")
+        return self.runs[run_id]
+
+    def search_runs(self, exp_ids: list[str], filter_string: str, max_results: int) -> list:
+        chash = filter_string.split("'")[1]
+        return [r for r in self.runs.values() if r.info.experiment_id in exp_ids
+                and r.data.tags.get("thelper.config_hash") == chash]
+
+    def create_run(self, exp_id: str, run_name: str, tags: dict[str, str],
+                   start_time: Any) -> Any:
+        run_id = f"new{len(self.runs)}"
+        self.add_run(run_id, exp_id, tags)
+        return self.runs[run_id]
+
+    def log_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()
+                  ) -> None:
+        self.logged.setdefault(run_id, []).extend([*metrics, *params, *tags])
+
+    def get_metric_history(self, run_id: str, key: str) -> list:
+        return []
+
+    def list_artifacts(self, run_id: str, path: Any = None) -> list:
+        return []
+
+    def log_artifact(self, run_id: str, local: str, path: Any = None) -> None:
+        self.logged.setdefault(run_id, []).append(local)
+
+    def set_terminated(self, run_id: str, status: str, end_time: Any) -> None:
+        pass
+
+
+def test_upload_trusts_the_recorded_run_only_in_its_experiment_and_config(
+        tmp_path: Path) -> None:
+    from thelper.trackers.upload import UploadConflictError, upload_session
+
+    uri = "https://user:secret@mlflow.example.org"
+    rec = _record("a", 0.1, [0.5])
+    chash = rec["config_hash"]
+    rec["mlflow"] = [{"tracking_uri": uri + "/", "experiment": "thelper", "run_id": "r1"}]
+    d = _session(tmp_path, rec)
+    said: list[str] = []
+    # the recorded run is in another experiment: not appended to, a new run is created
+    client = _FakeClient()
+    client.add_run("r1", "2", {"thelper.config_hash": chash})
+    res = upload_session(d, uri, client=client, progress=said.append)
+    assert res["action"] == "created" and res["run_id"] != "r1" and "r1" not in client.logged
+    stored = load_record(d)["mlflow"]
+    assert [e["tracking_uri"] for e in stored] == ["https://mlflow.example.org"]
+    assert "secret" not in (d / "run.json").read_text() + "".join(said)
+    # the recorded run has another config_hash: the conflict path decides (error here)
+    rec["mlflow"][0]["run_id"] = "r2"
+    (d / "run.json").write_text(json.dumps(rec))
+    client = _FakeClient()
+    client.add_run("r2", "1", {"thelper.config_hash": "0" * 64})
+    client.add_run("r3", "1", {"thelper.config_hash": chash})
+    with pytest.raises(UploadConflictError, match="r3") as info:
+        upload_session(d, uri, on_conflict="error", client=client)
+    assert "secret" not in str(info.value) and "r2" not in client.logged
+    # the recorded run matches both: appended to (the redacted URIs compared)
+    client = _FakeClient()
+    client.add_run("r2", "1", {"thelper.config_hash": chash})
+    assert upload_session(d, uri, client=client)["action"] == "appended"
+
+
+def test_upload_refuses_a_config_hash_that_is_not_a_sha256(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    d = _session(tmp_path, _record("a", 0.1, [0.5], config_hash="x' OR name != '"))
+    assert main(["runs", "upload", str(d), "--to", "https://u:secret@127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "config_hash" in err and "run.json" in err and len(err.strip().splitlines()) == 1
+    assert "secret" not in err

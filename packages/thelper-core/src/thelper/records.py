@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +24,8 @@ from thelper.exceptions import ThelperError
 
 __all__ = ["RECORD_NAME", "STEPS_FILE", "RecordError", "load_record", "find_sessions",
            "collect_artifacts", "file_sha256", "read_steps", "metric_points",
-           "summarize", "duration_s", "flat_metrics", "timestamp_ms", "iter_records"]
+           "summarize", "duration_s", "flat_metrics", "timestamp_ms", "iter_records",
+           "redact_uri", "MAX_RECORD_BYTES"]
 
 #: The run record's file name, at the session directory's root.
 RECORD_NAME = "run.json"
@@ -32,6 +35,20 @@ STEPS_FILE = "logs/steps.jsonl"
 MAX_DEPTH = 4
 #: File name suffixes of figures (the rest of ``output/`` is reports, events aside).
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".pdf")
+#: The largest ``run.json`` read (bytes); a larger one is refused, not loaded into memory.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URI in it removed.
+
+    ``https://user:token@host:5000/path`` becomes ``https://host:5000/path`` (scheme, host,
+    port and path kept). Used for every tracking URI stored in ``run.json``, logged or
+    printed, and for error messages that may quote one.
+    """
+    return _USERINFO.sub(r"\1", text)
 
 
 class RecordError(ThelperError):
@@ -50,15 +67,27 @@ def load_record(path: str | Path) -> dict[str, Any]:
         The record (a dict).
 
     Raises:
-        RecordError: No ``run.json`` there, or it is not a JSON object.
+        RecordError: No ``run.json`` there, or it is not a regular file (a FIFO, a device),
+            is larger than :data:`MAX_RECORD_BYTES`, or is not a JSON object.
     """
+    from thelper.data.files import open_regular
+    from thelper.exceptions import DataError
+
     p = Path(path)
     file = p / RECORD_NAME if p.is_dir() else p
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        with open_regular(file) as f:
+            raw = f.read(MAX_RECORD_BYTES + 1)
+        if len(raw) > MAX_RECORD_BYTES:
+            raise RecordError(f"{str(file)!r} is larger than {MAX_RECORD_BYTES >> 20} MiB: "
+                              "not a run record; move it out of the session directory")
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise RecordError(f"{str(p)!r} is not a session directory (no {RECORD_NAME}); "
                           "give a folder written by 'thelper run'") from None
+    except DataError:
+        raise RecordError(f"{str(file)!r} is not a regular file: not a run record; move it "
+                          "out of the session directory") from None
     except (OSError, ValueError) as exc:
         raise RecordError(f"cannot read {str(file)!r}: {exc}") from None
     if not isinstance(data, dict):
@@ -105,9 +134,16 @@ def find_sessions(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
+    """SHA-256 of a file's bytes (hex), read in 1 MiB chunks.
+
+    Raises:
+        DataError: ``path`` is not a regular file (a FIFO, a device: never opened).
+        OSError: It cannot be read.
+    """
+    from thelper.data.files import open_regular
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -144,8 +180,9 @@ def collect_artifacts(session_dir: str | Path,
     ``config.sources.yaml`` and ``logs/config.*.yaml`` (kind ``config``), other ``logs/``
     files (``log``), ``checkpoints/*.pt`` (``checkpoint``), ``export/`` (``export``),
     ``output/`` (``figure`` for images, ``events`` for TensorBoard event files, ``report``
-    otherwise). Hidden files (temporaries, the lock) and ``run.json`` itself are left out;
-    symbolic links are followed only when they stay inside the session (``ckpt.latest.pt``).
+    otherwise). Hidden files (temporaries, the lock), ``run.json`` itself and anything that
+    is not a regular file (FIFOs, sockets, devices) are left out; symbolic links are
+    followed only when they stay inside the session (``ckpt.latest.pt``).
 
     Args:
         session_dir: The session directory.
@@ -157,6 +194,8 @@ def collect_artifacts(session_dir: str | Path,
         to the session directory, with ``/``; ``size`` in bytes; ``mtime`` in nanoseconds
         since the epoch).
     """
+    from thelper.exceptions import DataError
+
     root = Path(session_dir)
     real_root = root.resolve()
     cache = {(a.get("path"), a.get("size"), a.get("mtime")): a.get("sha256")
@@ -171,16 +210,20 @@ def collect_artifacts(session_dir: str | Path,
             if kind is None:
                 continue
             try:
-                if p.is_symlink() and not p.resolve().is_relative_to(real_root):
-                    continue
-                st = p.stat()
+                st = os.lstat(p)
+                if stat.S_ISLNK(st.st_mode):  # only links that stay inside the session
+                    if not p.resolve().is_relative_to(real_root):
+                        continue
+                    st = p.stat()
             except (OSError, RuntimeError):
+                continue
+            if not stat.S_ISREG(st.st_mode):  # FIFOs, sockets, devices: never opened
                 continue
             sha = cache.get((rel, st.st_size, st.st_mtime_ns))
             if sha is None:
                 try:
                     sha = file_sha256(p)
-                except OSError:
+                except (OSError, DataError):
                     continue
             out.append({"path": rel, "kind": kind, "size": st.st_size, "sha256": sha,
                         "mtime": st.st_mtime_ns})
@@ -196,10 +239,13 @@ def read_steps(session_dir: str | Path) -> list[dict[str, Any]]:
     Returns:
         ``[{"step", "split", "epoch", "time", <scalar>: value, ...}]`` sorted by step.
     """
+    from thelper.data.files import open_regular
+    from thelper.exceptions import DataError
+
     path = Path(session_dir) / STEPS_FILE
     by_step: dict[tuple[str, int], dict[str, Any]] = {}
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_regular(path, "r") as f:
             for line in f:
                 try:
                     row = json.loads(line)
@@ -207,7 +253,7 @@ def read_steps(session_dir: str | Path) -> list[dict[str, Any]]:
                     continue
                 if isinstance(row, dict) and isinstance(row.get("step"), int):
                     by_step[(str(row.get("split", "train")), row["step"])] = row
-    except OSError:
+    except (OSError, DataError, UnicodeDecodeError):
         return []
     return [by_step[k] for k in sorted(by_step, key=lambda k: (k[1], k[0]))]
 
@@ -240,8 +286,9 @@ def metric_points(record: dict[str, Any], steps: list[dict[str, Any]] | None = N
 
     out: list[tuple[str, float, int, int]] = []
     now_ms = int(datetime.now().timestamp() * 1000)
-    ended = {int(e["epoch"]): timestamp_ms(e.get("ended_at"), now_ms)
-             for e in record.get("epochs") or [] if isinstance(e, dict) and "epoch" in e}
+    epochs = record.get("epochs") if isinstance(record.get("epochs"), list) else []
+    ended = {e["epoch"]: timestamp_ms(e.get("ended_at"), now_ms)
+             for e in epochs if isinstance(e, dict) and isinstance(e.get("epoch"), int)}
 
     def add(key: str, value: Any, step: int, ts: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -276,7 +323,8 @@ def metric_points(record: dict[str, Any], steps: list[dict[str, Any]] | None = N
 def duration_s(record: dict[str, Any]) -> float | None:
     """Wall-clock seconds of the session: the sum of its epochs' durations when recorded,
     else ``ended_at - started_at`` (``None`` when unknown)."""
-    epochs = [e.get("duration_s") for e in record.get("epochs") or [] if isinstance(e, dict)]
+    epochs = [e.get("duration_s") for e in record.get("epochs") or []
+              if isinstance(e, dict)] if isinstance(record.get("epochs"), list) else []
     if epochs and all(isinstance(d, int | float) for d in epochs):
         return float(sum(epochs))
     try:
@@ -291,8 +339,9 @@ def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The last epoch's metrics as ``{"<split>/<metric>": value}`` plus the final evaluation
     as ``test/<metric>`` (what ``thelper runs compare`` puts side by side)."""
     out: dict[str, float] = {}
-    for split, rows in (record.get("metrics") or {}).items():
-        if rows and isinstance(rows[-1], dict):
+    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+    for split, rows in metrics.items():
+        if rows and isinstance(rows, list) and isinstance(rows[-1], dict):
             for k, v in rows[-1].items():
                 if k != "epoch" and isinstance(v, int | float):
                     out[f"{split}/{k}"] = v
@@ -315,9 +364,11 @@ def summarize(session_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     """
     best = record.get("best") if isinstance(record.get("best"), dict) else {}
     test = record.get("test") if isinstance(record.get("test"), dict) else {}
-    monitor = best.get("metric") or ((record.get("config") or {}).get("trainer") or {}
-                                     ).get("monitor")
-    rows = [r for rows in (record.get("metrics") or {}).values() for r in rows or []
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+    monitor = best.get("metric") or trainer.get("monitor")
+    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+    rows = [r for rows in metrics.values() if isinstance(rows, list) for r in rows
             if isinstance(r, dict)]
     return {
         "path": str(session_dir),
@@ -326,13 +377,15 @@ def summarize(session_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
         "stopped_reason": record.get("stopped_reason"),
         "started_at": record.get("started_at"),
         "duration_s": duration_s(record),
-        "epochs": max((int(r.get("epoch", 0)) for r in rows), default=0),
+        "epochs": max((r["epoch"] for r in rows if isinstance(r.get("epoch"), int)),
+                      default=0),
         "monitor": monitor,
         "best": best.get("value"),
         "best_epoch": best.get("epoch"),
-        "test": test.get(monitor) if monitor else None,
+        "test": test.get(monitor) if isinstance(monitor, str) else None,
         "config_hash": record.get("config_hash"),
-        "labels": record.get("labels") or [],
+        "labels": [str(x) for x in record.get("labels") or []]
+        if isinstance(record.get("labels"), list) else [],
     }
 
 

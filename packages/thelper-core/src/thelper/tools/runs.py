@@ -33,6 +33,21 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _e(value: Any, digits: int = 4) -> str:
+    """A record value as table text: formatted, with rich markup (``[/]``) escaped."""
+    from rich.markup import escape
+
+    return escape(_fmt(value, digits))
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -68,14 +83,18 @@ def list_cmd(
     for d, rec, err in iter_records(directory):
         if rec is None:
             problems.append({"path": str(d), "error": err})
-        else:
+            continue
+        try:
             rows.append(summarize(d, rec))
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a malformed record
+            problems.append({"path": str(d), "error": f"{str(d / 'run.json')!r} is not a "
+                             f"valid run record ({type(exc).__name__}: {exc})"})
     if as_json:
         _print({"runs": rows, "unreadable": problems})
         return
     from rich.table import Table
 
-    table = Table(title=f"sessions in {directory}", title_justify="left")
+    table = Table(title=f"sessions in {_e(directory)}", title_justify="left")
     for col in ("name", "status", "epochs", "monitor", "best (epoch)", "test", "duration",
                 "labels", "path"):
         table.add_column(col, justify="right" if col in ("epochs", "best (epoch)", "test",
@@ -88,16 +107,17 @@ def list_cmd(
         stopped = r["stopped_reason"]
         if stopped and stopped not in (status, "completed", "failed", "interrupted"):
             status = f"{status} ({stopped})"
-        table.add_row(str(r["name"]), f"[{colors.get(str(r['status']), 'white')}]{status}[/]",
-                      str(r["epochs"]), _fmt(r["monitor"]),
-                      f"{_fmt(r['best'])} ({_fmt(r['best_epoch'])})", _fmt(r["test"]),
-                      _duration(r["duration_s"]), ",".join(r["labels"]), r["path"])
+        table.add_row(_e(r["name"]),
+                      f"[{colors.get(str(r['status']), 'white')}]{_e(status)}[/]",
+                      _e(r["epochs"]), _e(r["monitor"]),
+                      f"{_e(r['best'])} ({_e(r['best_epoch'])})", _e(r["test"]),
+                      _duration(r["duration_s"]), _e(",".join(r["labels"])), _e(r["path"]))
     out = _out()
     out.print(table)
     for p in problems:
-        out.print(f"[red]unreadable[/]: {p['error']}")
+        out.print(f"[red]unreadable[/]: {_e(p['error'])}")
     if not rows and not problems:
-        out.print(f"no session (no run.json) under {directory}")
+        out.print(f"no session (no run.json) under {_e(directory)}")
 
 
 @runs_app.command("show")
@@ -116,16 +136,17 @@ def show_cmd(
     from rich.table import Table
 
     out = _out()
-    head = Table(show_header=False, title=f"{rec.get('name')} ({run})", title_justify="left")
+    head = Table(show_header=False, title=f"{_e(rec.get('name'))} ({_e(run)})",
+                 title_justify="left")
     head.add_column(style="bold")
     head.add_column()
-    best = rec.get("best") or {}
-    test = rec.get("test") or {}
-    git = rec.get("git") or {}
-    plat = rec.get("platform") or {}
+    best = _dict(rec.get("best"))
+    test = _dict(rec.get("test"))
+    git = _dict(rec.get("git"))
+    plat = _dict(rec.get("platform"))
     lines = [
         ("description", rec.get("description")),
-        ("labels", ", ".join(rec.get("labels") or []) or None),
+        ("labels", ", ".join(map(str, _list(rec.get("labels")))) or None),
         ("status", f"{rec.get('status')} ({rec.get('stopped_reason')})"
          + (", early stopping" if rec.get("early_stopping") else "")),
         ("error", rec.get("error")),
@@ -136,35 +157,39 @@ def show_cmd(
                  f"epoch {best.get('epoch')}" if best else None),
         ("test", " ".join(f"{k} {_fmt(v)}" for k, v in test.items()
                           if k not in ("split", "epoch")) if test else None),
-        ("seeds", " ".join(f"{k}={v}" for k, v in (rec.get("seeds") or {}).items())),
+        ("seeds", " ".join(f"{k}={v}" for k, v in _dict(rec.get("seeds")).items())),
         ("platform", f"{plat.get('host')}, {plat.get('os')}, Python {plat.get('python')}, "
                      f"torch {plat.get('torch')}, CUDA {plat.get('cuda')}, device "
                      f"{plat.get('device')}" if plat else None),
-        ("git", f"{git.get('commit', '')[:12]}{' (dirty)' if git.get('dirty') else ''} "
+        ("git", f"{str(git.get('commit') or '')[:12]}{' (dirty)' if git.get('dirty') else ''} "
                 f"{git.get('branch') or ''} {git.get('remote') or ''}".strip() if git else None),
-        ("thelper", (rec.get("versions") or {}).get("thelper")),
+        ("thelper", _dict(rec.get("versions")).get("thelper")),
     ]
     for key, value in lines:
         if value not in (None, ""):
-            head.add_row(key, str(value))
+            head.add_row(key, _e(value))
     out.print(head)
-    metrics = rec.get("metrics") or {}
-    durations = {e.get("epoch"): e.get("duration_s") for e in rec.get("epochs") or []}
-    epochs = sorted({r.get("epoch") for rows in metrics.values() for r in rows or []})
+    # every entry type-checked: a hand-edited or foreign record must not crash the table
+    metrics = {s: [r for r in _list(rows) if isinstance(r, dict) and isinstance(
+        r.get("epoch"), int)] for s, rows in _dict(rec.get("metrics")).items()}
+    durations = {e.get("epoch"): e.get("duration_s") for e in _list(rec.get("epochs"))
+                 if isinstance(e, dict)}
+    epochs = sorted({r["epoch"] for rows in metrics.values() for r in rows})
     if epochs:
         cols = [(s, k) for s, rows in metrics.items() for k in dict.fromkeys(
             k for r in rows for k in r if k != "epoch")]
         table = Table(title="epochs", title_justify="left")
         table.add_column("epoch", justify="right")
         for s, k in cols:
-            table.add_column(f"{s} {k}", justify="right")
+            table.add_column(_e(f"{s} {k}"), justify="right")
         table.add_column("duration", justify="right")
-        by = {(s, r.get("epoch")): r for s, rows in metrics.items() for r in rows}
+        by = {(s, r["epoch"]): r for s, rows in metrics.items() for r in rows}
         for e in epochs:
-            table.add_row(str(e), *[_fmt(by.get((s, e), {}).get(k)) for s, k in cols],
-                          _fmt(durations.get(e), 3) + ("s" if durations.get(e) else ""))
+            d = durations.get(e)
+            table.add_row(str(e), *[_e(by.get((s, e), {}).get(k)) for s, k in cols],
+                          _e(d, 3) + ("s" if isinstance(d, int | float) else ""))
         out.print(table)
-    arts = rec.get("artifacts") or []
+    arts = [a for a in _list(rec.get("artifacts")) if isinstance(a, dict)]
     if arts:
         table = Table(title="artifacts", title_justify="left")
         for col in ("path", "kind", "size", "sha256"):
@@ -172,16 +197,25 @@ def show_cmd(
         for a in arts:
             if a.get("kind") in ("log", "events"):
                 continue
-            table.add_row(a["path"], a["kind"], f"{a['size']:,}", a["sha256"][:16])
+            size, sha = a.get("size"), a.get("sha256")
+            table.add_row(_e(a.get("path")), _e(a.get("kind")),
+                          f"{size:,}" if isinstance(size, int) else _e(size),
+                          _e(sha[:16] if isinstance(sha, str) else sha))
         out.print(table)
-    for entry in rec.get("mlflow") or []:
-        pending = entry.get("pending") or {}
+    from thelper.records import redact_uri
+
+    for entry in _list(rec.get("mlflow")):
+        if not isinstance(entry, dict):
+            continue
+        pending = _dict(entry.get("pending"))
+        arts_left = pending.get("artifacts")
         left = [f"{v} {k}" for k, v in pending.items() if k in ("metrics", "params", "tags")
-                and v] + ([f"{len(pending['artifacts'])} artifacts"]
-                          if pending.get("artifacts") else [])
-        out.print(f"MLflow: run {entry.get('run_id')} in {entry.get('tracking_uri')} "
-                  f"(experiment {entry.get('experiment')!r}); "
-                  + (f"[yellow]not delivered: {', '.join(left)}[/]" if left
+                and v] + ([f"{len(arts_left)} artifacts"]
+                          if isinstance(arts_left, list) and arts_left else [])
+        out.print(f"MLflow: run {_e(entry.get('run_id'))} in "
+                  f"{_e(redact_uri(str(entry.get('tracking_uri'))))} "
+                  f"(experiment {_e(repr(entry.get('experiment')))}); "
+                  + (f"[yellow]not delivered: {_e(', '.join(left))}[/]" if left
                      else "[green]everything delivered[/]"))
 
 
@@ -201,11 +235,13 @@ def compare_cmd(
         raise ConfigError("thelper runs compare needs two or more session directories")
     recs = [load_record(r) for r in runs]
     names = [str(r.get("name") or p.name) for r, p in zip(recs, runs, strict=True)]
+    hps = [_dict(r.get("hparams")) for r in recs]
     if len(set(names)) < len(names):
         names = [f"{n} ({p})" for n, p in zip(names, runs, strict=True)]
-    hkeys = list(dict.fromkeys(k for r in recs for k in (r.get("hparams") or {})))
-    hparams = {k: [(r.get("hparams") or {}).get(k) for r in recs] for k in hkeys}
-    differs = [k for k, vs in hparams.items() if len({json.dumps(v) for v in vs}) > 1]
+    hkeys = list(dict.fromkeys(k for h in hps for k in h))
+    hparams = {k: [h.get(k) for h in hps] for k in hkeys}
+    differs = [k for k, vs in hparams.items()
+               if len({json.dumps(v, default=str) for v in vs}) > 1]
     flat = [flat_metrics(r) for r in recs]
     mkeys = list(dict.fromkeys(k for f in flat for k in f))
     metrics = {k: [f.get(k) for f in flat] for k in mkeys}
@@ -221,23 +257,23 @@ def compare_cmd(
     table = Table(title="compare", title_justify="left")
     table.add_column("")
     for n in names:
-        table.add_column(n, justify="right")
-    table.add_row("[bold]status[/]", *[str(r.get("status")) for r in recs])
-    table.add_row("[bold]best epoch[/]", *[_fmt(s["best_epoch"]) for s in summary])
+        table.add_column(_e(n), justify="right")
+    table.add_row("[bold]status[/]", *[_e(r.get("status")) for r in recs])
+    table.add_row("[bold]best epoch[/]", *[_e(s["best_epoch"]) for s in summary])
     table.add_row("[bold]duration[/]", *[_duration(duration_s(r)) for r in recs])
     table.add_section()
     for k in hkeys if show_all else differs:
         style = "bold yellow" if k in differs else ""
-        table.add_row(k, *[f"[{style}]{_fmt(v)}[/]" if style else _fmt(v)
-                           for v in hparams[k]])
+        table.add_row(_e(k), *[f"[{style}]{_e(v)}[/]" if style else _e(v)
+                               for v in hparams[k]])
     if not differs and not show_all:
         table.add_row("[dim]hyperparameters[/]", *["[dim]identical[/]"] * len(recs))
     table.add_section()
     for k in mkeys:
         vals = metrics[k]
         best = _best(k, vals, recs)
-        table.add_row(k, *[f"[bold green]{_fmt(v)}[/]" if best is not None and v == best
-                           and vals.count(v) < len(vals) else _fmt(v) for v in vals])
+        table.add_row(_e(k), *[f"[bold green]{_e(v)}[/]" if best is not None and v == best
+                               and vals.count(v) < len(vals) else _e(v) for v in vals])
     _out().print(table)
 
 
@@ -278,7 +314,7 @@ def upload_cmd(
     """
     from thelper.builtin_params.trackers import check_tracking_uri
     from thelper.exceptions import ConfigError
-    from thelper.records import find_sessions
+    from thelper.records import find_sessions, redact_uri
     from thelper.trackers.upload import CONFLICT_STRATEGIES, _client, upload_session
 
     if on_conflict not in CONFLICT_STRATEGIES:
@@ -287,7 +323,7 @@ def upload_cmd(
     try:
         check_tracking_uri(to)
     except ValueError as exc:
-        raise ConfigError(f"--to {to!r}: {exc}") from None
+        raise ConfigError(f"--to {redact_uri(to)!r}: {exc}") from None
     sessions = find_sessions(directory)
     if not sessions:
         raise ConfigError(f"no session (no run.json) in {str(directory)!r}; give a session "
@@ -300,7 +336,7 @@ def upload_cmd(
             log_artifacts=not no_artifacts, client=client,
             progress=None if as_json else typer.echo))
     if as_json:
-        _print({"tracking_uri": to, "results": results})
+        _print({"tracking_uri": redact_uri(to), "results": results})
 
 
 @hookimpl

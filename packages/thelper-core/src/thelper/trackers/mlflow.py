@@ -94,7 +94,7 @@ def tags_of(record: dict[str, Any], session_dir: Path, extra: dict[str, str] | N
     if git.get("commit"):
         tags["mlflow.source.git.commit"] = git["commit"]
     if git.get("remote"):
-        tags["mlflow.source.git.repoURL"] = git["remote"]
+        tags["mlflow.source.git.repoURL"] = _shown(git["remote"])
     if "dirty" in git:
         tags["thelper.git.dirty"] = str(bool(git["dirty"])).lower()
     tags.update(extra or {})
@@ -135,6 +135,7 @@ class MlflowTracker:
                  log_artifacts: bool = True, parent_run_id: str | None = None,
                  flush_timeout: float = 30.0) -> None:
         self.tracking_uri = tracking_uri
+        self._shown_uri = _shown(tracking_uri) if tracking_uri else None
         self.experiment = experiment
         self.run_name = run_name
         self.tags = dict(tags or {})
@@ -161,7 +162,7 @@ class MlflowTracker:
 
     # ------------------------------------------------------------------ hooks
     def session_start(self, session: Any) -> None:
-        from thelper.records import RecordError, load_record
+        from thelper.records import RecordError, load_record, redact_uri
 
         for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
@@ -169,13 +170,15 @@ class MlflowTracker:
         self._logger = session.logger
         self.session_dir = Path(session.session_dir)
         self.tracking_uri = self.tracking_uri or default_tracking_uri(self.session_dir.parent)
+        # run.json, the logs and the console get the URI without user:password@
+        self._shown_uri = redact_uri(self.tracking_uri).rstrip("/")
         try:  # a resume continues the run the record names
             previous = load_record(self.session_dir).get("mlflow") if session.resumed else None
         except RecordError:
             previous = None
         self._previous = [e for e in previous or [] if isinstance(e, dict)]
         for entry in self._previous:
-            if entry.get("tracking_uri") == self.tracking_uri and entry.get("run_id"):
+            if _shown(entry.get("tracking_uri")) == self._shown_uri and entry.get("run_id"):
                 self.run_id = entry["run_id"]
                 self.experiment_id = entry.get("experiment_id")
         record = {"config_hash": _hash(session.config), "name": session.name,
@@ -229,11 +232,11 @@ class MlflowTracker:
         if any(pending.values()):
             self._logger.warning(
                 "MLflow tracker: not delivered to %s: %s (%s); send them with 'thelper runs "
-                "upload %s --to %s'", self.tracking_uri, _describe(pending),
-                self._last_error or "the flush timed out", self.session_dir, self.tracking_uri)
+                "upload %s --to %s'", self._shown_uri, _describe(pending),
+                self._last_error or "the flush timed out", self.session_dir, self._shown_uri)
         elif self.run_id:
             self._logger.info("MLflow run %s in %s (experiment %r)", self.run_id,
-                              self.tracking_uri, self.experiment)
+                              self._shown_uri, self.experiment)
 
     # ------------------------------------------------------------------ state
     def record(self) -> list[dict[str, Any]]:
@@ -244,7 +247,7 @@ class MlflowTracker:
         from thelper.session import now
 
         with self._lock:
-            entry = {"tracking_uri": self.tracking_uri, "experiment": self.experiment,
+            entry = {"tracking_uri": self._shown_uri, "experiment": self.experiment,
                      "experiment_id": self.experiment_id, "run_id": self.run_id,
                      "parent_run_id": self.parent_run_id,
                      "delivered": {"metrics": self._sent["metrics"],
@@ -252,7 +255,8 @@ class MlflowTracker:
                                    "artifacts": list(self._sent["artifacts"])},
                      "pending": self._pending_unlocked(), "last_error": self._last_error,
                      "updated_at": now()}
-        others = [e for e in self._previous if e.get("tracking_uri") != self.tracking_uri]
+        others = [e for e in self._previous
+                  if _shown(e.get("tracking_uri")) != self._shown_uri]
         return [*others, entry]
 
     def _pending_unlocked(self) -> dict[str, Any]:
@@ -305,11 +309,11 @@ class MlflowTracker:
                     self._warned = True
                     self._logger.warning(
                         "MLflow tracker: cannot log to %s (%s); the values are kept and sent "
-                        "again later, the training goes on", self.tracking_uri,
+                        "again later, the training goes on", self._shown_uri,
                         self._last_error)
                 continue
             if self._failures:
-                self._logger.info("MLflow tracker: %s reachable again", self.tracking_uri)
+                self._logger.info("MLflow tracker: %s reachable again", self._shown_uri)
             self._failures, delay = 0, 0.0
             with self._lock:
                 if self._closing and self._status is None and not self._metrics \
@@ -417,8 +421,17 @@ def _git(session: Any) -> dict[str, Any] | None:
     return git if isinstance(git, dict) else None
 
 
+def _shown(uri: Any) -> str:
+    """A tracking URI as stored in ``run.json``: no ``user:password@``, no end ``/``."""
+    from thelper.records import redact_uri
+
+    return redact_uri(str(uri)).rstrip("/")
+
+
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    from thelper.records import redact_uri
+
+    text = redact_uri(str(exc)).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
 
 

@@ -49,9 +49,11 @@ def _record(session: Any) -> dict[str, Any]:
         rec = {}
         path = _path(session)
         if session.resumed and path.is_file():
-            try:
-                rec = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
+            from thelper.records import RecordError, load_record
+
+            try:  # a FIFO or a huge file in its place is refused, never read
+                rec = load_record(path)
+            except RecordError:
                 rec = {}
         session.extras[KEY] = rec
     return rec

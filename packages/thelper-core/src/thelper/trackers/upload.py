@@ -4,7 +4,8 @@ A session's identity is its ``config_hash`` (tag ``thelper.config_hash`` on the 
 For each session directory:
 
 1. When ``run.json``'s ``mlflow`` record names a run on this tracking URI (the live MLflow
-   tracker created it, or an earlier upload did) and that run still exists, the missing
+   tracker created it, or an earlier upload did) and that run still exists, belongs to the
+   chosen experiment and carries the record's ``thelper.config_hash`` tag, the missing
    values are **appended** to it: params not logged yet, metric values whose ``(key, step)``
    the server does not have, artifacts it does not list with the same size, and the final
    status. This is not a conflict.
@@ -42,7 +43,10 @@ class UploadConflictError(UploadError):
 
 
 def _normal(uri: str) -> str:
-    return uri.rstrip("/")
+    """A tracking URI as stored in ``run.json`` and compared: no credentials, no end ``/``."""
+    from thelper.records import redact_uri
+
+    return redact_uri(uri).rstrip("/")
 
 
 def _client(uri: str) -> Any:
@@ -69,16 +73,24 @@ def _experiment(client: Any, name: str, uri: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_root(uri))
 
 
-def _existing_run(client: Any, run_id: str | None) -> Any:
+def _existing_run(client: Any, run_id: str | None, experiment_id: str,
+                  config_hash: str) -> Any:
+    """The run ``run.json`` names, when it is still active, in ``experiment_id`` and tagged
+    with this ``config_hash``; else ``None`` (the record is not trusted blindly: a run of
+    another experiment or config is never appended to)."""
     from mlflow.exceptions import MlflowException
 
-    if not run_id:
+    if not run_id or not isinstance(run_id, str):
         return None
     try:
         run = client.get_run(run_id)
     except MlflowException:
         return None
-    return run if run.info.lifecycle_stage == "active" else None
+    if run.info.lifecycle_stage != "active" or str(run.info.experiment_id) != str(experiment_id):
+        return None
+    if (run.data.tags.get("thelper.config_hash") or "") != config_hash:
+        return None
+    return run
 
 
 def _remote_files(client: Any, run_id: str, path: str | None = None) -> dict[str, int | None]:
@@ -115,7 +127,8 @@ def upload_session(session_dir: str | Path, tracking_uri: str, on_conflict: str 
         (counts sent).
 
     Raises:
-        RecordError: No ``run.json`` in ``session_dir``.
+        RecordError: No ``run.json`` in ``session_dir``, or its ``config_hash`` is not a
+            SHA-256 (64 lowercase hex digits).
         SessionError: The session is in use (training).
         UploadConflictError: ``on_conflict="error"`` and a run of this config exists.
         UploadError: The server failed; what was sent stays sent, a new upload resumes.
@@ -131,20 +144,23 @@ def upload_session(session_dir: str | Path, tracking_uri: str, on_conflict: str 
     session_dir = Path(session_dir)
     say = progress or (lambda _msg: None)
     record = load_record(session_dir)
-    uri = _normal(tracking_uri)
+    _check_hash(session_dir, record)
+    uri = tracking_uri.rstrip("/")  # with its credentials, for the client only
+    shown = _normal(tracking_uri)  # what is stored, compared and printed
     entries = [e for e in record.get("mlflow") or [] if isinstance(e, dict)]
-    mine = next((e for e in entries if _normal(str(e.get("tracking_uri"))) == uri), None)
+    mine = next((e for e in entries if _normal(str(e.get("tracking_uri"))) == shown), None)
     if experiment is None:
         experiment = (mine or {}).get("experiment") or _configured_experiment(record)
     with SessionLock(session_dir):
         record = load_record(session_dir)  # as of now that nobody else writes it
+        _check_hash(session_dir, record)
         try:
             return _upload(session_dir, record, uri, on_conflict, experiment, parent_run_id,
                            log_artifacts, client, mine, entries, say)
         except ThelperError:
             raise
         except Exception as exc:
-            raise UploadError(f"uploading {str(session_dir)!r} to {uri} failed: "
+            raise UploadError(f"uploading {str(session_dir)!r} to {shown} failed: "
                               f"{type(exc).__name__}: {_first_line(exc)}; what was sent "
                               "stays sent, run the upload again to complete it") from None
 
@@ -168,9 +184,10 @@ def _upload(session_dir: Path, record: dict[str, Any], uri: str, on_conflict: st
 
     client = client or _client(uri)
     exp_id = _experiment(client, experiment, uri)
+    shown = _normal(uri)
     name = str(record.get("name") or session_dir.name)
     chash = str(record.get("config_hash") or "")
-    run = _existing_run(client, (mine or {}).get("run_id"))
+    run = _existing_run(client, (mine or {}).get("run_id"), exp_id, chash)
     action = "appended"
     if run is None:
         found = []
@@ -188,7 +205,7 @@ def _upload(session_dir: Path, record: dict[str, Any], uri: str, on_conflict: st
                         "metrics": 0, "params": 0, "artifacts": 0}
             if on_conflict == "error":
                 raise UploadConflictError(
-                    f"experiment {experiment!r} on {uri} already has run "
+                    f"experiment {experiment!r} on {shown} already has run "
                     f"{found[0].info.run_id} with config_hash {chash[:12]}... (the same "
                     f"config as {str(session_dir)!r}); choose --on-conflict skip, new or "
                     "replace")
@@ -259,7 +276,7 @@ def _upload(session_dir: Path, record: dict[str, Any], uri: str, on_conflict: st
         action = "up to date"
     say(f"{name}: {len(points)} metric values, {len(params)} params, {len(sent_files)} "
         f"artifacts sent")
-    entry = {**(mine or {}), "tracking_uri": uri, "experiment": experiment,
+    entry = {**(mine or {}), "tracking_uri": shown, "experiment": experiment,
              "experiment_id": exp_id, "run_id": run_id,
              "delivered": {"metrics": len(metric_points(record, read_steps(session_dir))),
                            "params": len(record.get("hparams") or {}),
@@ -268,12 +285,27 @@ def _upload(session_dir: Path, record: dict[str, Any], uri: str, on_conflict: st
              "pending": {"metrics": 0, "params": 0, "tags": 0, "artifacts": [],
                          "status": False},
              "last_error": None, "updated_at": now(), "uploaded_at": now()}
-    record["mlflow"] = [e for e in entries if _normal(str(e.get("tracking_uri"))) != uri] \
+    record["mlflow"] = [e for e in entries if _normal(str(e.get("tracking_uri"))) != shown] \
         + [entry]
     write_json(session_dir / "run.json", record)
     return {"session": str(session_dir), "action": action, "run_id": run_id,
             "experiment_id": exp_id, "metrics": len(points), "params": len(params),
             "artifacts": len(sent_files)}
+
+
+def _check_hash(session_dir: Path, record: dict[str, Any]) -> None:
+    """Refuse a ``config_hash`` that is not a SHA-256 (it goes into a search filter)."""
+    import re
+
+    from thelper.records import RecordError
+
+    chash = record.get("config_hash")
+    if chash in (None, ""):
+        return
+    if not isinstance(chash, str) or not re.fullmatch(r"[0-9a-f]{64}", chash):
+        raise RecordError(f"{str(session_dir / 'run.json')!r}: config_hash {str(chash)[:80]!r} "
+                          "is not a SHA-256 (64 lowercase hex digits); restore the value "
+                          "written by 'thelper run'")
 
 
 def _configured_experiment(record: dict[str, Any]) -> str:
@@ -300,5 +332,7 @@ def _end_ms(record: dict[str, Any]) -> int | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
+    from thelper.records import redact_uri
+
+    lines = redact_uri(str(exc)).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:300]
