@@ -36,9 +36,13 @@ IGNORE_INDEX = 255
 
 def _read(path: Path, mode: str) -> np.ndarray:
     """An image file as a numpy array (``L`` or ``RGB``), with a one-line DataError."""
+    import stat
+
     from PIL import Image, UnidentifiedImageError
 
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise OSError("not a regular file (a FIFO, socket or device)")
         with Image.open(path) as img:
             return np.asarray(img.convert(mode))
     except (OSError, UnidentifiedImageError) as exc:

@@ -210,20 +210,17 @@ class BigEarthNet(Dataset):
             DataError: A band file is missing or unreadable, or covers other bounds than the
                 patch's first band.
         """
-        import rasterio
         from rasterio.enums import Resampling
         from rasterio.transform import from_bounds
+
+        from thelper_geo.rasters import open_raster
 
         method = Resampling[self.resampling]
         x = np.empty((len(self.bands), PATCH_SIZE, PATCH_SIZE), dtype=np.float32)
         crs = transform = ref = None
         for c, band in enumerate(self.bands):
             path = self.root / name / f"{name}_{band}.tif"
-            try:
-                src = rasterio.open(path)
-            except rasterio.errors.RasterioIOError as exc:
-                raise DataError(f"bigearthnet band file {str(path)!r} cannot be read: {exc}"
-                                ) from None
+            src = open_raster(str(path), "bigearthnet band file")
             with src:
                 if ref is None:
                     ref, crs = src.bounds, src.crs

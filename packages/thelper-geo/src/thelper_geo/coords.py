@@ -48,10 +48,11 @@ def geo_to_pixel(transform: Any, xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarr
 
 
 def raster_extent(path: str) -> tuple[tuple[float, float, float, float], str]:
-    """``((xmin, ymin, xmax, ymax), crs_wkt)`` of a raster file (its header only)."""
-    import rasterio
+    """``((xmin, ymin, xmax, ymax), crs_wkt)`` of a raster file (its header only; local
+    regular files only, never a VRT: :func:`thelper_geo.rasters.open_raster`)."""
+    from thelper_geo.rasters import open_raster
 
-    with rasterio.open(path) as src:
+    with open_raster(path) as src:
         b = src.bounds
         return (b.left, b.bottom, b.right, b.top), src.crs.to_wkt() if src.crs else ""
 

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from thelper.params import Params
+from thelper_geo.params import local_path
 
 __all__ = ["S2_BANDS", "BigEarthNetParams", "AgricultureVisionParams"]
 
@@ -49,6 +50,18 @@ class BigEarthNetParams(Params):
     """Split by Sentinel-2 tile acquisition (the patch name without its ``_row_col``
     suffix), so neighbouring patches never straddle train and test."""
 
+    @field_validator("root", "patches")
+    @classmethod
+    def _local(cls, value: str | None) -> str | None:
+        return local_path(value)
+
+    @field_validator("exclude")
+    @classmethod
+    def _local_list(cls, value: list[str]) -> list[str]:
+        for path in value:
+            local_path(path)
+        return value
+
     @field_validator("bands")
     @classmethod
     def _known_bands(cls, value: list[str]) -> list[str]:
@@ -77,6 +90,8 @@ class AgricultureVisionParams(Params):
     group_by_field: bool = True
     """Split by field id (the name before ``_x1-y1-x2-y2``): the overlapping crops of one
     field never straddle train and test."""
+
+    _local = field_validator("root")(local_path)
 
     @field_validator("split")
     @classmethod

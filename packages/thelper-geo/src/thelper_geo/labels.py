@@ -141,12 +141,16 @@ def read_vector(path: str, layer: str | None = None, columns: Sequence[str] = ()
         arrays ``(F,)``, and the file's CRS as a ``pyproj.CRS`` (``None`` when it has none).
 
     Raises:
-        DataError: The file cannot be read, or a column is missing.
+        DataError: The file cannot be read, is remote, not a regular file or a VRT, or a
+            column is missing.
     """
     import pyogrio
     import shapely
     from pyproj import CRS
 
+    from thelper_geo.rasters import check_local_file
+
+    check_local_file(str(path), "vector file")  # remote, inline XML, VRT, FIFO
     try:
         meta, _, wkb, fields = pyogrio.raw.read(str(path), layer=layer,
                                                 columns=list(columns) or None)

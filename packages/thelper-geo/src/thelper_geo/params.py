@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from thelper.params import Params, unique_class_names
 
 __all__ = [
-    "RESAMPLING", "RegionParams", "GridSamplingParams", "RandomSamplingParams",
+    "local_path", "RESAMPLING", "RegionParams", "GridSamplingParams", "RandomSamplingParams",
     "RasterLabelParams", "VectorLabelParams", "SpatialSplitParams", "AlignParams",
     "GeoTiffTilesParams", "DenseCNNParams", "R2Params",
 ]
@@ -22,6 +22,21 @@ __all__ = [
 #: Resampling methods accepted by ``resampling`` keys (names of ``rasterio.enums.Resampling``).
 RESAMPLING = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average",
                      "mode", "max", "min", "med", "q1", "q3", "sum", "rms"]
+
+def local_path(value: str | None) -> str | None:
+    """A config path, refused when GDAL/OGR would fetch it over the network or through a
+    virtual file system (``/vsicurl/...``, ``/vsis3/...``, ``http://...``), or read as
+    inline VRT XML (``<VRTDataset...``).
+
+    Raises:
+        ValueError: The path starts with ``/vsi`` or ``<``, or holds ``://``.
+    """
+    if value is not None and (value.startswith(("/vsi", "<")) or "://" in value):
+        raise ValueError(f"{value!r} is a remote or GDAL virtual path (or inline XML); thelper reads local "
+                         "files only (remote data will need an explicit opt-in, not available "
+                         "yet): download the data and give its local path")
+    return value
+
 
 Number = float | int
 PerBand = float | list[float]
@@ -48,6 +63,8 @@ class RegionParams(Params):
     """Everything with ``y`` above this value."""
     crs: str | None = None
     """CRS of ``bounds``/``polygon``/half-planes (e.g. ``EPSG:4326``); default: the raster's."""
+
+    _local = field_validator("vector")(local_path)
 
     @model_validator(mode="after")
     def _one(self) -> "RegionParams":
@@ -98,7 +115,8 @@ class RasterLabelParams(Params):
 
     kind: Literal["raster"] = "raster"
     path: str = Field(min_length=1)
-    """The label raster (any format rasterio reads)."""
+    """The label raster (a local file rasterio reads; not a VRT, not remote)."""
+    _local = field_validator("path")(local_path)
     band: int = Field(default=1, ge=1)
     """Band of the label raster (1-based)."""
     resampling: RESAMPLING | None = None
@@ -130,6 +148,7 @@ class VectorLabelParams(Params):
     kind: Literal["vector"]
     path: str = Field(min_length=1)
     """The vector file (read with pyogrio; reprojected with pyproj to the raster's CRS)."""
+    _local = field_validator("path")(local_path)
     layer: str | None = None
     """Layer name (default: the first)."""
     attribute: str | None = None
@@ -241,6 +260,13 @@ class GeoTiffTilesParams(Params):
     @classmethod
     def _one_raster(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("rasters")
+    @classmethod
+    def _local_rasters(cls, value: list[str]) -> list[str]:
+        for path in value:
+            local_path(path)
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "GeoTiffTilesParams":

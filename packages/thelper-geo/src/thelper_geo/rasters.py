@@ -9,6 +9,8 @@ name is in MB).
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,8 @@ from rasterio.windows import Window
 
 from thelper.exceptions import DataError
 
-__all__ = ["RasterInput", "Grid", "grid_of", "check_same_grid", "resampling", "open_raster"]
+__all__ = ["RasterInput", "Grid", "grid_of", "check_same_grid", "resampling", "open_raster",
+           "check_local_file"]
 
 
 def resampling(name: str) -> Resampling:
@@ -28,16 +31,66 @@ def resampling(name: str) -> Resampling:
     return Resampling[name]
 
 
-def open_raster(path: str, what: str = "raster") -> Any:
-    """``rasterio.open(path)`` with a one-line :class:`DataError` naming the file.
+#: The message refusing a VRT (``what``, ``path``).
+VRT_REFUSED = ("{what} {path!r} is a GDAL/OGR VRT: VRT files can read other files or URLs; "
+               "convert it with gdal_translate (rasters: gdal_translate in.vrt out.tif) or "
+               "ogr2ogr (vectors: ogr2ogr out.gpkg in.vrt) and give the result")
+
+
+def check_local_file(path: str, what: str = "raster") -> None:
+    """Refuse what GDAL/OGR should not open from an untrusted path: a remote or virtual
+    file system path (``/vsicurl/...``, ``http://...``, ``/vsis3/...``: network requests)
+    inline XML (a path starting with ``<``), a file holding a GDAL or OGR VRT (its XML can
+    read any other file or URL; found by its first 8 KiB, whatever the file's name), and
+    anything that is neither a regular file nor a folder (a FIFO would block the reader
+    forever, a device could be read without end). A missing path passes: the reader then
+    reports it.
+
+    Args:
+        path: The file given in the config.
+        what: Names the file in the message (``raster``, ``label raster``...).
 
     Raises:
-        DataError: The file is missing or not a raster GDAL reads.
+        DataError: A remote/virtual path, inline XML, a VRT, or a FIFO, socket or device.
     """
+    text = str(path)
+    if text.startswith(("/vsi", "<")) or "://" in text:
+        raise DataError(f"{what} {text!r} is a remote or GDAL virtual path; thelper reads "
+                        "local files only (remote data would need an explicit opt-in, not "
+                        "available yet): download the file and give its local path")
     try:
-        return rasterio.open(path)
+        mode = os.stat(text).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise DataError(f"{what} {text!r} is not a regular file (a FIFO, socket or device); "
+                        "give the path of a raster file")
+    if stat.S_ISREG(mode):
+        with open(text, "rb") as f:
+            head = f.read(8192).lower()
+        if b"<vrtdataset" in head or b"<ogrvrtdatasource" in head:
+            raise DataError(VRT_REFUSED.format(what=what, path=text))
+
+
+def open_raster(path: str, what: str = "raster") -> Any:
+    """``rasterio.open(path)`` of a local file, with a one-line :class:`DataError` naming it.
+
+    A VRT (whatever its file name) is refused: its XML can make GDAL read any other local
+    file or URL.
+
+    Raises:
+        DataError: The file is missing, remote, not a regular file, a VRT, or not a raster
+            GDAL reads.
+    """
+    check_local_file(path, what)
+    try:
+        src = rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
         raise DataError(f"{what} {path!r} cannot be opened: {exc}; fix the path") from None
+    if src.driver.upper() == "VRT":
+        src.close()
+        raise DataError(VRT_REFUSED.format(what=what, path=path))
+    return src
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from thelper.exceptions import ConfigError, DataError
 from thelper.tasks import Classification
-from thelper_gui.store import read_meta
+from thelper_gui.store import open_lock, read_meta, safe_stem
 
 __all__ = ["ImageFiles", "Annotations", "fold_journal"]
 
@@ -84,7 +84,7 @@ def fold_journal(session: Path) -> None:
     journal = Path(session) / "journal.jsonl"
     if not journal.is_file() or journal.stat().st_size == 0:
         return
-    fd = os.open(Path(session) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock(Path(session))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -131,8 +131,10 @@ class Annotations(Dataset):
             self.lut = torch.full((256,), 255, dtype=torch.int64)
             for i, label in enumerate(labels):
                 self.lut[int(label["id"])] = i
-            for _, info in samples.items():
-                mask = self.session / "masks" / f"{info['stem']}.png"
+            for key, info in samples.items():
+                stem = safe_stem(info.get("stem"),
+                                 f"{self.session / 'annotator.json'}: samples.{key}.stem")
+                mask = self.session / "masks" / f"{stem}.png"
                 if mask.is_file():
                     self.records.append((_image_path(self.session, info), mask))
             self.task = Segmentation(names, input_key="input", label_key="mask",

@@ -26,6 +26,9 @@ __all__ = ["atomic_write", "Journal", "Compactor"]
 
 log = logging.getLogger("thelper.gui")
 
+#: Largest journal file read back (bytes); the compactor keeps real ones far smaller.
+MAX_JOURNAL_BYTES = 512 * 2**20
+
 
 def _fsync_dir(folder: Path) -> None:
     try:
@@ -90,12 +93,17 @@ class Journal:
         entry that was being written.
 
         Raises:
-            DataError: A line before the last is not a JSON object (the file was edited).
+            DataError: A line before the last is not a JSON object (the file was edited), or
+                the file is larger than :data:`MAX_JOURNAL_BYTES`.
         """
         try:
-            raw = Path(path).read_bytes()
+            with open(path, "rb") as f:
+                raw = f.read(MAX_JOURNAL_BYTES + 1)
         except FileNotFoundError:
             return []
+        if len(raw) > MAX_JOURNAL_BYTES:
+            raise DataError(f"{path}: larger than {MAX_JOURNAL_BYTES // 2**20} MiB, not a journal "
+                            "thelper annot wrote; delete it to drop the unsaved changes")
         lines = raw.split(b"\n")
         tail = lines.pop()  # b"" after a complete last line
         out = []

@@ -41,6 +41,46 @@ __all__ = ["AnnotationStore", "MaskStore", "LabelStore", "BoxStore", "open_store
 #: annotator type -> store class name
 KINDS = {"segmentation": "MaskStore", "classification": "LabelStore", "boxes": "BoxStore"}
 FORMAT = 1
+#: Most pixels (height × width) a mask of ``annotator.json`` may have (256 Mi: 256 MiB).
+MAX_PIXELS = 2**28
+
+
+def safe_stem(stem: Any, where: str) -> str:
+    """``stem`` if it is a single plain file name (no ``/`` or ``\\``, not ``.`` or ``..``,
+    no NUL, not empty).
+
+    Args:
+        stem: The value read from ``annotator.json``.
+        where: Names the file and key in the error (``annotator.json: samples.x.stem``).
+
+    Raises:
+        DataError: Not a plain file name (it could lead out of the session directory).
+    """
+    if (not isinstance(stem, str) or not stem or stem in (".", "..") or "/" in stem
+            or "\\" in stem or "\0" in stem):
+        raise DataError(f"{where}: {stem!r} is not a plain file name (no '/', '\\', '..' or "
+                        "NUL); thelper annot writes names like 'image_0003': fix or delete "
+                        "this sample")
+    return stem
+
+
+def mask_shape(info: Mapping[str, Any], where: str) -> tuple[int, int]:
+    """``(height, width)`` of a sample of ``annotator.json``, checked.
+
+    Raises:
+        DataError: Not positive integers, or more than :data:`MAX_PIXELS` pixels.
+    """
+    try:
+        h, w = info["height"], info["width"]
+        if isinstance(h, bool) or isinstance(w, bool) or int(h) != h or int(w) != w:
+            raise ValueError("not integers")
+        h, w = int(h), int(w)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{where}: height/width are not integers ({exc})") from None
+    if h < 1 or w < 1 or h * w > MAX_PIXELS:
+        raise DataError(f"{where}: a {h}x{w} mask is out of range (1 to {MAX_PIXELS} "
+                        "pixels); fix or delete this sample")
+    return h, w
 
 
 def encode_patch(pixels: np.ndarray) -> str:
@@ -49,9 +89,25 @@ def encode_patch(pixels: np.ndarray) -> str:
 
 
 def decode_patch(data: str, shape: tuple[int, int]) -> np.ndarray:
-    """Inverse of :func:`encode_patch`."""
-    raw = zlib.decompress(base64.b64decode(data))
-    return np.frombuffer(raw, dtype=np.uint8).reshape(shape).copy()
+    """Inverse of :func:`encode_patch`: uint8 pixels of ``shape`` ``(h, w)``.
+
+    Decompresses at most ``h * w + 1`` bytes, so a crafted patch cannot expand in memory.
+
+    Raises:
+        ValueError: Not base64 of zlib data, or not exactly ``h * w`` bytes.
+    """
+    h, w = (int(v) for v in shape)
+    if h < 0 or w < 0 or h * w > MAX_PIXELS:
+        raise ValueError(f"patch size {h}x{w} is out of range")
+    try:
+        packed = base64.b64decode(data, validate=True)
+        raw = zlib.decompressobj().decompress(packed, h * w + 1)
+    except (TypeError, ValueError, zlib.error) as exc:
+        raise ValueError(f"patch is not base64 zlib data ({exc})") from None
+    if len(raw) != h * w:
+        raise ValueError(f"patch holds {'more than ' if len(raw) > h * w else ''}{len(raw)} "
+                         f"bytes, not {h}x{w} = {h * w}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(h, w).copy()
 
 
 def read_meta(session_dir: Path) -> dict[str, Any]:
@@ -95,7 +151,7 @@ class AnnotationStore:
                  interval: float = 0.5) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = open_lock(self.root)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -119,12 +175,33 @@ class AnnotationStore:
         self.journal = Journal(self.root / "journal.jsonl")
         self._load()
         with self.lock:
-            for entry in Journal.read(self.journal.path):
-                self._apply(entry)
+            try:
+                self._replay()
+            except BaseException:
+                self.journal.close()
+                self._release()
+                raise
         self.compactor = Compactor(self.compact, interval)
         self.compactor.start()
         if self.journal.count:
             self.compactor.poke()
+
+    def _replay(self) -> None:
+        """Apply the entries still in the journal (line ``n`` is entry ``n``).
+
+        Raises:
+            DataError: An entry is malformed, names an unsafe file or a rectangle outside
+                its mask (the message names the journal file and line).
+        """
+        for n, entry in enumerate(Journal.read(self.journal.path), 1):
+            try:
+                self._apply(entry)
+            except DataError as exc:
+                raise DataError(f"{self.journal.path}: line {n}: {exc}") from None
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                raise DataError(f"{self.journal.path}: line {n} is not a valid "
+                                f"{self.kind} entry ({type(exc).__name__}: {exc}); restore "
+                                "the file or delete it to drop the unsaved changes") from None
 
     # ------------------------------------------------------------------ samples
     @property
@@ -233,7 +310,21 @@ class MaskStore(AnnotationStore):
         (self.root / "masks").mkdir(exist_ok=True)
 
     def mask_path(self, key: str) -> Path:
-        return self.root / "masks" / f"{self.samples[key]['stem']}.png"
+        """``masks/<stem>.png`` of a sample, checked to stay in the session directory.
+
+        Raises:
+            DataError: The stem is not a plain file name, or ``masks`` leads out of the
+                session through a symbolic link.
+        """
+        from thelper.exceptions import SessionError
+        from thelper.session import safe_path
+
+        stem = safe_stem(self.samples[key].get("stem"),
+                         f"{self.root / 'annotator.json'}: samples.{key}.stem")
+        try:
+            return safe_path(self.root, f"masks/{stem}.png")
+        except SessionError as exc:
+            raise DataError(str(exc)) from None
 
     def saved(self, key: str) -> bool:
         """Whether the sample has a mask (saved or in the journal)."""
@@ -253,7 +344,7 @@ class MaskStore(AnnotationStore):
         import cv2
 
         info = self.samples[key]
-        shape = (int(info["height"]), int(info["width"]))
+        shape = mask_shape(info, f"{self.root / 'annotator.json'}: samples.{key}")
         path = self.mask_path(key)
         if path.is_file():
             mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -265,9 +356,22 @@ class MaskStore(AnnotationStore):
 
     def _apply(self, entry: Mapping[str, Any]) -> None:
         key = entry["sample"]
-        x, y, w, h = (int(v) for v in entry["rect"])
+        if key not in self.samples:
+            raise DataError(f"sample {key!r} is not in annotator.json")
+        self.mask_path(key)  # the stem is checked before anything is read or written
+        rect = entry["rect"]
+        if (not isinstance(rect, list) or len(rect) != 4
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in rect)):
+            raise DataError(f"rect {rect!r} is not four integers [x, y, w, h]")
+        x, y, w, h = rect
         mask = self.mask(key, int(entry.get("fill", 0)))
-        mask[y:y + h, x:x + w] = decode_patch(entry["data"], (h, w))
+        if x < 0 or y < 0 or w < 1 or h < 1 or x + w > mask.shape[1] or y + h > mask.shape[0]:
+            raise DataError(f"rect {rect} is outside the {mask.shape[0]}x{mask.shape[1]} mask "
+                            f"of {key!r}")
+        try:
+            mask[y:y + h, x:x + w] = decode_patch(entry["data"], (h, w))
+        except ValueError as exc:
+            raise DataError(f"data of {key!r}: {exc}") from None
         self.dirty.add(key)
 
     def _snapshot(self, keys: set[str]) -> list[tuple[Path, np.ndarray]]:
@@ -372,6 +476,22 @@ class BoxStore(AnnotationStore):
 
     def _write(self, snapshot: bytes) -> None:
         atomic_write(self.root / "boxes.json", snapshot)
+
+
+def open_lock(root: Path) -> int:
+    """Open (create) ``root/.lock`` without following a symbolic link.
+
+    Raises:
+        DataError: ``.lock`` is a symbolic link.
+    """
+    path = Path(root) / ".lock"
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError:
+        if path.is_symlink():
+            raise DataError(f"{path} is a symbolic link; thelper does not follow it: remove "
+                            "it") from None
+        raise
 
 
 def open_store(root: Path, kind: str, labels: Any, config_name: str = "",
