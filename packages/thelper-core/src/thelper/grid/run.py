@@ -240,6 +240,9 @@ def run_grid(plan: GridPlan, grid_dir: Path, executor: Any, *, rerun_failed: boo
                 row.wall_s, row.ended = result.get("wall_s"), time.monotonic()
                 if result.get("crashed"):
                     _mark_crashed(grid_dir / row.exp.id, row.error or "crashed")
+                    done = read_run(grid_dir / row.exp.id) or {}
+                    if done.get("status") == "completed":  # it died after finishing
+                        row.status, row.error = "completed", None
                 _progress(row, grid_dir, plan.monitor)
                 if not live:
                     tail = f" ({plan.monitor} {row.metric:.4g})" if row.metric is not None \

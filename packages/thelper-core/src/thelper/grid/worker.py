@@ -167,7 +167,14 @@ def worker_main(conn: Any, env: dict[str, str], threads: int, blocked: list[str]
             job = conn.recv()
             if job is None:
                 return
-            conn.send(("result", execute_job(job)))
+            result = execute_job(job)
+            # a stop arriving now (the session is over) waits until the result is sent
+            stops = {signal.SIGINT, signal.SIGTERM}
+            signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+            try:
+                conn.send(("result", result))
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     except (KeyboardInterrupt, EOFError, BrokenPipeError, OSError):
         return
 
