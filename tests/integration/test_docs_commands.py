@@ -139,9 +139,10 @@ def doc_files() -> list[Path]:
 def to_shell(command: str, sandbox: Path) -> str:
     """The shell line that runs a doc command in ``sandbox`` with this interpreter."""
     python = sys.executable
-    line = _THELPER.sub(lambda m: f"{m.group(1)}{python} -m thelper", command, count=1)
-    line = _SCRIPT.sub(lambda m: f"{m.group(1)}{python} ", line, count=1)
-    return _TMP.sub(f"{sandbox}/tmp/", line)
+    # the doc's own /tmp paths first: the interpreter (or the sandbox) may live under /tmp
+    line = _TMP.sub(f"{sandbox}/tmp/", command)
+    line = _THELPER.sub(lambda m: f"{m.group(1)}{python} -m thelper", line, count=1)
+    return _SCRIPT.sub(lambda m: f"{m.group(1)}{python} ", line, count=1)
 
 
 def make_sandbox(path: Path) -> Path:
