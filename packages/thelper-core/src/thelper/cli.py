@@ -857,8 +857,14 @@ def _main(args: list[str], enable_gc: bool) -> int:
     except ThelperError as exc:  # a local plugin module (-p MODULE) that does not load
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    if id(pm) not in _STATE.setdefault("commands_added", set()):
-        _STATE["commands_added"].add(id(pm))
+    if _STATE.get("commands_of") != id(pm):
+        # the core's own commands, before any plugin added its: another plugin manager in
+        # this process (tests, -p options) starts again from them, never adds twice
+        core = _STATE.setdefault("core_commands", (list(app.registered_commands),
+                                                   list(app.registered_groups)))
+        app.registered_commands[:] = core[0]
+        app.registered_groups[:] = core[1]
+        _STATE["commands_of"] = id(pm)
         try:
             pm.add_commands(app)
         except Exception:  # noqa: BLE001 - never let a plugin break the CLI
