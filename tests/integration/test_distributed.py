@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from thelper.config import document_from_dict
+from thelper.launch import _children
 from thelper.runner import run_session
 
 pytestmark = pytest.mark.slow
@@ -228,20 +229,6 @@ def test_a_missing_node_fails_in_seconds(tmp_path):
     assert not (tmp_path / "equiv").exists()  # no rank ever started
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-            out.append(int(entry.name))
-    return out
-
-
 def _rank_of(pid: int) -> int | None:
     try:
         env = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
@@ -251,6 +238,31 @@ def _rank_of(pid: int) -> int | None:
         if item.startswith(b"RANK="):
             return int(item[5:])
     return None
+
+
+def _start_two_ranks(run_dir: Path, cfg: dict[str, Any]) -> subprocess.Popen:
+    """``thelper run --nproc-per-node 2`` of ``cfg`` in ``run_dir``, in the background."""
+    run_dir.mkdir()
+    path = run_dir / "equiv.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.Popen([THELPER, "run", str(path), "--save-dir", str(run_dir),
+                             "--nproc-per-node", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
+
+
+def _wait_for(proc: subprocess.Popen, reached, what: str) -> None:
+    """Poll ``reached()`` (a run's progress on disk) while ``proc`` runs; fail if it ends
+    first."""
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline and not reached():
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before {what}"
+
+
+def _resume_two_ranks(session_dir: Path) -> None:
+    res = subprocess.run([THELPER, "resume", str(session_dir), "--nproc-per-node", "2"],
+                         capture_output=True, text=True, timeout=300, env=_env())
+    assert res.returncode == 0, res.stderr[-3000:]
 
 
 def test_sigkill_one_rank_stops_the_job_and_resume_continues_exactly(tmp_path):
@@ -265,27 +277,17 @@ def test_sigkill_one_rank_stops_the_job_and_resume_continues_exactly(tmp_path):
     reference = _weights(ref_dir / "equiv")
 
     run_dir = tmp_path / "killed"
-    run_dir.mkdir()
-    path = run_dir / "equiv.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([THELPER, "run", str(path), "--save-dir", str(run_dir),
-                             "--nproc-per-node", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
+    proc = _start_two_ranks(run_dir, cfg)
     ckpts = run_dir / "equiv" / "checkpoints"
-    deadline = time.time() + 240
     # by progress: once the second epoch has a step checkpoint, kill rank 1
-    while proc.poll() is None and time.time() < deadline and not (
-            (ckpts / "ckpt.0001.pt").exists() and any(ckpts.glob("ckpt.step.*.pt"))):
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before the kill"
+    _wait_for(proc, lambda: (ckpts / "ckpt.0001.pt").exists()
+              and any(ckpts.glob("ckpt.step.*.pt")), "the kill")
     victims = [p for p in _children(proc.pid) if _rank_of(p) == 1]
     assert victims, "rank 1 not found"
     os.kill(victims[0], signal.SIGKILL)
     proc.communicate(timeout=120)  # the launcher stops the other rank: no hang
     assert proc.returncode != 0
-    res = subprocess.run([THELPER, "resume", str(run_dir / "equiv"), "--nproc-per-node", "2"],
-                         capture_output=True, text=True, timeout=300, env=_env())
-    assert res.returncode == 0, res.stderr[-3000:]
+    _resume_two_ranks(run_dir / "equiv")
     assert _max_diff(reference, _weights(run_dir / "equiv")) == 0.0
 
 
@@ -298,26 +300,16 @@ def test_sigusr1_to_the_launcher_requeues_every_rank(tmp_path):
     cfg["trainer"]["epochs"] = 2
     cfg["trainer"]["checkpoint_every_n_steps"] = 5
     run_dir = tmp_path / "requeued"
-    run_dir.mkdir()
-    path = run_dir / "equiv.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([THELPER, "run", str(path), "--save-dir", str(run_dir),
-                             "--nproc-per-node", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
+    proc = _start_two_ranks(run_dir, cfg)
     ckpts = run_dir / "equiv" / "checkpoints"
-    deadline = time.time() + 240
-    while proc.poll() is None and time.time() < deadline and not any(
-            ckpts.glob("ckpt.step.*.pt")):  # by progress: the first step checkpoint
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before the signal"
+    # by progress: the first step checkpoint
+    _wait_for(proc, lambda: any(ckpts.glob("ckpt.step.*.pt")), "the signal")
     os.kill(proc.pid, signal.SIGUSR1)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 75, err[-3000:]
     run = json.loads((run_dir / "equiv" / "run.json").read_text())
     assert run["status"] == "interrupted" and run["stopped_reason"] == "requeue"
-    res = subprocess.run([THELPER, "resume", str(run_dir / "equiv"), "--nproc-per-node", "2"],
-                         capture_output=True, text=True, timeout=300, env=_env())
-    assert res.returncode == 0, res.stderr[-3000:]
+    _resume_two_ranks(run_dir / "equiv")
 
 
 def test_resume_on_another_world_size_says_the_order_changed(tmp_path):
