@@ -208,13 +208,15 @@ def _started(runtime: Runtime | None, device: str) -> Iterator[Runtime]:
         logger.setLevel(logging.WARNING)
         for h in handlers:
             h.addFilter(prefix)
+    ok = False
     try:
         yield runtime
+        ok = True
     finally:
         logger.setLevel(level)
         for h in handlers:
             h.removeFilter(prefix)
-        runtime.close()
+        runtime.close(sync=ok)
 
 
 class _RankPrefix(logging.Filter):

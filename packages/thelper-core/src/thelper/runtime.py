@@ -187,12 +187,21 @@ class Runtime:
             self._owns_group = True
         return self
 
-    def close(self) -> None:
-        """Leave the process group if :meth:`start` joined it."""
+    def close(self, sync: bool = False) -> None:
+        """Leave the process group if :meth:`start` joined it.
+
+        Args:
+            sync: Wait for every rank first (a barrier), so that no rank tears its
+                connections down while a peer still has a collective in flight. Only when
+                every rank ends normally: after a failure a peer may never reach the
+                barrier (the launcher stops the ranks instead).
+        """
         if self._owns_group:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                if sync:
+                    self.barrier()
                 dist.destroy_process_group()
             self._owns_group = False
 
