@@ -4,6 +4,7 @@ layouts, written by the tests (rasterio GeoTIFFs, PIL JPEG/PNG); nothing is down
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,25 @@ def test_bigearthnet_lists_groups_and_errors(ben_root, tmp_path):
     listed.write_text("S2A_MSIL2A_20990101T000000_9_9\n")
     with pytest.raises(DataError, match="listed in .* is not a folder"):
         BigEarthNet(str(ben_root), patches=str(listed))
+    # FIFOs (a list or a label file) are refused at once instead of blocking the reader
+    fifo = tmp_path / "list.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"bigearthnet patches list.*list\.csv' is a FIFO"):
+        BigEarthNet(str(ben_root), patches=str(fifo))
+    with pytest.raises(DataError, match=r"bigearthnet exclude list.*list\.csv' is a FIFO"):
+        BigEarthNet(str(ben_root), exclude=[str(fifo)])
+    label = ben_root / names[0] / f"{names[0]}_labels_metadata.json"
+    saved = label.read_bytes()
+    label.unlink()
+    os.mkfifo(label)
+    try:
+        assert names[0] not in BigEarthNet(str(ben_root)).patches  # found: not a file
+        listed.write_text("\n".join(names[:2]) + "\n")
+        with pytest.raises(DataError, match=r"labels_metadata\.json' is unreadable.*FIFO"):
+            BigEarthNet(str(ben_root), patches=str(listed))
+    finally:
+        label.unlink()
+        label.write_bytes(saved)
 
 
 def test_bigearthnet_refuses_bad_labels_and_misplaced_bands(tmp_path):

@@ -142,6 +142,69 @@ def test_ogr_vrt_is_refused(tmp_path, glaciers_path):
     assert len(geoms) == 134
 
 
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz", "gz", "zip-link", "tar-link"])
+def test_archive_holding_a_vrt_or_link_is_refused(tmp_path, glaciers_path, kind):
+    """OGR opens a ``.zip``/``.tar``/``.gz`` through ``/vsizip/``... and a VRT inside it
+    would read whatever it names (measured: a zipped OGR VRT naming a GeoJSON by relative
+    path was read from the working directory); a link member points outside as well."""
+    import gzip
+    import shutil
+    import tarfile
+    import zipfile
+
+    from thelper_geo.labels import read_vector
+
+    vrt = (f'<OGRVRTDataSource><OGRVRTLayer name="g"><SrcDataSource>{glaciers_path}'
+           '</SrcDataSource></OGRVRTLayer></OGRVRTDataSource>\n')
+    (tmp_path / "layer.vrt").write_text(vrt)
+    (tmp_path / "hidden.txt").write_text(vrt)  # a VRT by content, not by name
+    link = tmp_path / "link.geojson"
+    link.symlink_to(glaciers_path)
+    if kind == "zip":
+        path = tmp_path / "labels.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            z.write(glaciers_path, "ok.geojson")
+            z.write(tmp_path / "hidden.txt", "hidden.txt")
+        member = "hidden.txt"
+    elif kind == "zip-link":
+        path = tmp_path / "labels.zip"
+        info = zipfile.ZipInfo("link.geojson")
+        info.external_attr = 0o120777 << 16
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr(info, str(glaciers_path))
+        member = "link.geojson"
+    elif kind == "tar.gz":
+        path = tmp_path / "labels.tar.gz"
+        with tarfile.open(path, "w:gz") as t:
+            t.add(tmp_path / "layer.vrt", "layer.vrt")
+        member = "layer.vrt"
+    elif kind == "tar-link":
+        path = tmp_path / "labels.tar"
+        with tarfile.open(path, "w") as t:
+            t.add(link, "link.geojson")
+        member = "link.geojson"
+    else:
+        path = tmp_path / "labels.geojson.gz"
+        with open(tmp_path / "layer.vrt", "rb") as src, gzip.open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        member = "labels.geojson.gz"
+    with pytest.raises(DataError, match=rf"{path.name}.*archive holding a GDAL/OGR VRT or a "
+                                        rf"link \('{member}'\)"):
+        read_vector(str(path))
+
+
+def test_zipped_vector_without_vrt_is_read(tmp_path, glaciers_path):
+    import zipfile
+
+    from thelper_geo.labels import read_vector
+
+    path = tmp_path / "glaciers.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.write(glaciers_path, "glaciers.geojson")
+    geoms, _, _ = read_vector(str(path))
+    assert len(geoms) == 134
+
 FIFO_SCRIPT = """
 import sys
 from thelper.exceptions import DataError

@@ -81,12 +81,16 @@ TO_19: dict[int, int] = {
 
 def _names_from_file(path: str, what: str) -> list[str]:
     """Patch names of a CSV/text list (first column of each non-empty line)."""
+    from thelper.data.files import open_regular
+
     try:
-        with open(path, newline="") as f:
+        with open_regular(path, "r") as f:  # a FIFO or device would block or never end
             return [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
     except OSError as exc:
         raise DataError(f"{what} {path!r} cannot be read: {exc.strerror}; fix the path") \
             from None
+    except DataError as exc:
+        raise DataError(f"{what}: {exc}; give a CSV or text file of patch names") from None
 
 
 def _per_band(value: float | Sequence[float], n: int, what: str) -> np.ndarray:
@@ -177,9 +181,12 @@ class BigEarthNet(Dataset):
     # ---------------------------------------------------------------- labels
     def _read_labels(self, name: str) -> np.ndarray:
         path = self.root / name / f"{name}_labels_metadata.json"
+        from thelper.data.files import open_regular
+
         try:
-            labels = json.loads(path.read_text())["labels"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            with open_regular(path, "r") as f:  # a FIFO or device would block or never end
+                labels = json.load(f)["labels"]
+        except (OSError, ValueError, KeyError, TypeError, DataError) as exc:
             raise DataError(f"bigearthnet label file {str(path)!r} is unreadable or has no "
                             f"'labels' list ({type(exc).__name__}: {exc})") from None
         index43 = {c: i for i, c in enumerate(LABELS_43)}

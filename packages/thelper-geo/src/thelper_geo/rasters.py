@@ -67,9 +67,73 @@ def check_local_file(path: str, what: str = "raster") -> None:
                         "give the path of a raster file")
     if stat.S_ISREG(mode):
         with open(text, "rb") as f:
-            head = f.read(8192).lower()
-        if b"<vrtdataset" in head or b"<ogrvrtdatasource" in head:
+            head = f.read(8192)
+        if _is_vrt(head):
             raise DataError(VRT_REFUSED.format(what=what, path=text))
+        member = _vrt_in_archive(text, head)
+        if member is not None:
+            raise DataError(f"{what} {text!r} is an archive holding a GDAL/OGR VRT or a link "
+                            f"({member!r}): GDAL/OGR would open it and read whatever it "
+                            "names; extract the data it refers to and give that file")
+
+
+#: Members of an archive that :func:`check_local_file` looks into, at most.
+MAX_ARCHIVE_MEMBERS = 10_000
+
+
+def _is_vrt(head: bytes) -> bool:
+    """True when the first bytes of a file are a GDAL (``<VRTDataset``) or OGR
+    (``<OGRVRTDataSource``) VRT."""
+    low = head.lower()
+    return b"<vrtdataset" in low or b"<ogrvrtdatasource" in low
+
+
+def _vrt_in_archive(path: str, head: bytes) -> str | None:
+    """The name of the first VRT or link inside a zip, tar or gzip file (which OGR and
+    GDAL open through ``/vsizip/``, ``/vsitar/`` and ``/vsigzip/``), else ``None``.
+
+    Each member's first 8 KiB are read, for at most :data:`MAX_ARCHIVE_MEMBERS` members
+    (a longer archive is refused as well): bounded in time and memory whatever the
+    compression ratio. An archive that cannot be read is left to the reader to report.
+    """
+    import gzip
+    import tarfile
+    import zipfile
+
+    try:
+        if head.startswith(b"PK\x03\x04") or zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for i, info in enumerate(archive.infolist()):
+                    if i >= MAX_ARCHIVE_MEMBERS:
+                        return f"more than {MAX_ARCHIVE_MEMBERS} members"
+                    if info.filename.lower().endswith(".vrt"):
+                        return info.filename
+                    if stat.S_ISLNK(info.external_attr >> 16):
+                        return info.filename
+                    if not info.is_dir():
+                        with archive.open(info) as member:
+                            if _is_vrt(member.read(8192)):
+                                return info.filename
+            return None
+        if tarfile.is_tarfile(path):
+            with tarfile.open(path, "r:*") as archive:
+                for i, info in enumerate(archive):
+                    if i >= MAX_ARCHIVE_MEMBERS:
+                        return f"more than {MAX_ARCHIVE_MEMBERS} members"
+                    if info.name.lower().endswith(".vrt") or info.issym() or info.islnk():
+                        return info.name
+                    if info.isfile():
+                        member = archive.extractfile(info)
+                        if member is not None and _is_vrt(member.read(8192)):
+                            return info.name
+            return None
+        if head.startswith(b"\x1f\x8b"):
+            with gzip.open(path, "rb") as member:
+                if _is_vrt(member.read(8192)):
+                    return os.path.basename(path)
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, ValueError):
+        return None
+    return None
 
 
 def open_raster(path: str, what: str = "raster") -> Any:
