@@ -237,3 +237,35 @@ def test_server_killed_mid_run_then_upload_completes_the_run(tmp_path: Path) -> 
         assert after["pending"]["metrics"] == 0 and after["pending"]["artifacts"] == []
     finally:
         server.stop()
+
+
+def test_resume_continues_the_same_run_and_checks_it(tmp_path: Path) -> None:
+    """A resume logs into the run that run.json names (one run, epochs 1..2); once that run
+    is deleted on the server, the resume warns and logs into a new run instead of into a
+    run that is not this session's."""
+    from thelper.runner import resume_session
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = _config(epochs=1, trackers=[{"type": "mlflow", "params": {
+        "tracking_uri": uri, "experiment": "resumed"}}])
+    session = run_session(document_from_dict(cfg), tmp_path, _pm())
+    (first,) = load_record(session.session_dir)["mlflow"]
+    resume_session(session.session_dir, ["trainer.epochs=2"], pm=_pm())
+    (entry,) = load_record(session.session_dir)["mlflow"]
+    assert entry["run_id"] == first["run_id"]
+    client = MlflowClient(uri)
+    history = client.get_metric_history(first["run_id"], "valid/accuracy")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert client.get_run(first["run_id"]).info.status == "FINISHED"
+
+    client.delete_run(first["run_id"])
+    resume_session(session.session_dir, ["trainer.epochs=3"], pm=_pm())
+    log = (session.session_dir / "logs" / "trainer.log").read_text()
+    assert f"run {first['run_id']} named in run.json was deleted" in log
+    (entry,) = load_record(session.session_dir)["mlflow"]
+    assert entry["run_id"] != first["run_id"]
+    new = client.get_run(entry["run_id"])
+    assert new.info.lifecycle_stage == "active" and new.info.status == "FINISHED"
+    assert new.data.tags["thelper.session"] == session.name
+    assert [m.step for m in client.get_metric_history(new.info.run_id,
+                                                      "valid/accuracy")] == [3]

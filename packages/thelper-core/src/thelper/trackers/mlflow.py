@@ -143,6 +143,7 @@ class MlflowTracker:
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
         self.flush_timeout = flush_timeout
         self.run_id: str | None = None
+        self._run_ready = False  # the run exists (created, or resumed and checked)
         self.experiment_id: str | None = None
         self._lock = threading.Condition()
         self._metrics: deque[tuple[str, float, int, int]] = deque()
@@ -323,8 +324,9 @@ class MlflowTracker:
     def _send(self, client: Any) -> None:
         from mlflow.entities import Metric, RunTag
 
-        if self.run_id is None:
+        if not self._run_ready:  # a new run, or the resumed one checked once
             self._create_run(client)
+            self._run_ready = True
         with self._lock:
             params = dict(self._params)
             tags = dict(self._tags)
@@ -376,13 +378,51 @@ class MlflowTracker:
                     self.experiment, artifact_location=artifact_root(self.tracking_uri))
             else:
                 self.experiment_id = exp.experiment_id
-        if self.run_id is not None:
+        if self.run_id is not None and self._resumed_run_matches(client):
             return
         with self._lock:
             tags = dict(self._tags)
         run = client.create_run(self.experiment_id, run_name=self.run_name or tags.get(
             "thelper.session"), tags=tags)
         self.run_id = run.info.run_id
+
+    def _resumed_run_matches(self, client: Any) -> bool:
+        """True when the run that ``run.json`` names (a resume) still exists on the server,
+        is not deleted, and is this session's: its ``thelper.session`` tag and experiment
+        match. Otherwise (a copied or edited session folder, a run deleted since, another
+        server at the same address) the run id is dropped with a warning and a new run is
+        created, instead of logging into someone else's run. A server error is raised (the
+        sending loop retries it)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = client.get_run(self.run_id)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            run = None
+        with self._lock:
+            name = self._tags.get("thelper.session")
+        why = None
+        if run is None:
+            why = "no longer exists"
+        elif run.info.lifecycle_stage != "active":
+            why = "was deleted"
+        elif run.data.tags.get("thelper.session") != name:
+            why = f"belongs to session {run.data.tags.get('thelper.session')!r}"
+        elif client.get_experiment(run.info.experiment_id).name != self.experiment:
+            why = "is in another experiment"
+        if why is None:
+            self.experiment_id = run.info.experiment_id
+            return True
+        self._logger.warning("MLflow tracker: run %s named in run.json %s on %s; logging to a "
+                             "new run", self.run_id, why, self._shown_uri)
+        self.run_id = None
+        exp = client.get_experiment_by_name(self.experiment)
+        self.experiment_id = exp.experiment_id if exp is not None else \
+            client.create_experiment(self.experiment,
+                                     artifact_location=artifact_root(self.tracking_uri))
+        return False
 
     def _log_params(self, client: Any, params: dict[str, str]) -> None:
         """Params in batches of 100; a param that exists with another value (a resume
