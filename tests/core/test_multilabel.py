@@ -193,7 +193,8 @@ def test_task_params_are_validated():
 
 
 # --------------------------------------------------------------------------- training
-def test_session_learns_multilabel_digits_above_constant_baselines(thelper_tiny_session):
+def test_session_learns_multilabel_digits_above_constant_baselines(thelper_tiny_session,
+                                                                  tmp_path):
     """A real session: the MLP beats the best constant predictors on the test split (all
     labels predicted present for F1; each label's prevalence as its score for mAP)."""
     from sklearn.datasets import load_digits
@@ -212,3 +213,30 @@ def test_session_learns_multilabel_digits_above_constant_baselines(thelper_tiny_
     task = json.loads((session.session_dir / "logs" / "task.json").read_text())
     assert task["type"] == "multilabel_classification"
     assert any((session.session_dir / "output").rglob("map.csv"))
+    _check_predictions_csv(session, tmp_path)
+
+
+def _check_predictions_csv(session, tmp_path) -> None:
+    """The session predicts through the core Predictor and its multi-label writer:
+    ``predictions.csv`` lists the labels present and each label's probability."""
+    import csv
+
+    from thelper.predict import Predictor
+    from thelper.writers import Source
+
+    predictor = Predictor.load(session.session_dir)
+    data = DigitsMultiLabel()
+    x, y = data.inputs[:200], data.labels[:200]
+    probs = predictor.predict(x)
+    assert probs.shape == (200, 3) and probs.dtype == torch.float32
+    assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
+    writer = predictor.writer(tmp_path / "infer")
+    writer.write([Source(f"digit{i}", f"digit{i}") for i in range(200)], probs)
+    (path,) = writer.close()
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0]) == ["input", "labels", "p_even", "p_greater_than_4", "p_zero"]
+    predicted = torch.tensor([[label in r["labels"].split(";") for label in LABELS]
+                              for r in rows], dtype=torch.float32)
+    assert torch.equal(predicted, (probs >= 0.5).float())
+    assert float((predicted == y).float().mean()) > 0.85
+    assert float(rows[7]["p_zero"]) == pytest.approx(float(probs[7, 2]), abs=1e-6)

@@ -265,7 +265,7 @@ def test_every_task_and_file_dataset_has_its_writer_and_decoder(tmp_path):
     registry = get_plugin_manager().registry
     assert set(registry.names("writer")) >= {
         "classification", "regression", "segmentation", "detection", "super_resolution",
-        "autoencoding"}
+        "autoencoding", "multilabel_classification"}
     assert set(registry.names("decoder")) >= {
         "sklearn", "image_file", "image_folder", "segmentation_folder", "coco_detection",
         "super_resolution_folder"}

@@ -26,7 +26,7 @@ from thelper.hookspecs import hookimpl
 from thelper.registry import ComponentInfo as C
 
 __all__ = ["Source", "OutputWriter", "CsvWriter", "ClassificationWriter", "RegressionWriter",
-           "JsonWriter", "writer_class", "thelper_register_components"]
+           "JsonWriter", "MultiLabelWriter", "writer_class", "thelper_register_components"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,37 @@ class ClassificationWriter(CsvWriter):
         self.rows(rows)
 
 
+class MultiLabelWriter(CsvWriter):
+    """``predictions.csv``: ``input, labels, p_<class 1>, ..., p_<class C>``: the labels
+    predicted present (their names joined by ``;``, empty when none reaches the task's
+    ``threshold``) and each label's sigmoid probability, in class order.
+
+    Args:
+        out: Output folder.
+        task: A :class:`~thelper.tasks.MultiLabelClassification` (``class_names``,
+            ``threshold``).
+    """
+
+    @classmethod
+    def predictions(cls, task: Any, outputs: Any) -> Any:
+        """Independent label probabilities ``(N, C)`` float32: ``sigmoid`` of the logits
+        ``(N, C)``."""
+        import torch
+
+        return torch.sigmoid(outputs.float())
+
+    def write(self, sources: Sequence[Source], predictions: Any) -> None:
+        names = self.task.class_names
+        threshold = self.task.threshold
+        rows = []
+        for src, probs in zip(sources, predictions.tolist(), strict=True):
+            row: dict[str, Any] = {"input": src.name, "labels": ";".join(
+                n for n, p in zip(names, probs, strict=True) if p >= threshold)}
+            row.update({f"p_{n}": round(p, 6) for n, p in zip(names, probs, strict=True)})
+            rows.append(row)
+        self.rows(rows)
+
+
 class RegressionWriter(CsvWriter):
     """``predictions.csv``: ``input, y0, y1, ...``: the values of each input (flattened
     ``target_shape``) in target units (the task's ``decode``: de-standardised with
@@ -198,6 +229,8 @@ def thelper_register_components() -> list[C]:
           description="predictions.csv: top-k class names and softmax scores"),
         C("writer", "regression", "thelper.writers:RegressionWriter",
           description="predictions.csv: predicted values in target units"),
+        C("writer", "multilabel_classification", "thelper.writers:MultiLabelWriter",
+          description="predictions.csv: labels present and each label's probability"),
         C("decoder", "sklearn", "thelper.predict:sklearn_decoder",
           description="a grey image file as a digits sample: float32 in [0, 1] (or [0, 16])"),
         C("decoder", "image_file", "thelper.predict:image_file_decoder",
