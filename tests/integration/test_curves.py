@@ -48,3 +48,38 @@ def test_log_scalars_every_n_steps_and_curves(tmp_path, mlp_config):
     acc = EventAccumulator(str(session.split_dir("train")))
     acc.Reload()
     assert [e.step for e in acc.Scalars("step/loss")] == steps
+
+
+def test_step_scalars_reach_the_hook_during_the_epoch(tmp_path, mlp_config, monkeypatch):
+    """Logged steps are handed over every _STEP_FLUSH logged steps, not only at the end of
+    the epoch: when the hook sees step s, the model has run exactly the forwards of the
+    steps up to the chunk's last one (progress counted by the model's forward calls)."""
+    import thelper.nn
+    import thelper.train.trainer as trainer_module
+
+    forwards = [0]
+    forward = thelper.nn.MLP.forward
+
+    def counting(self, x):
+        if self.training:
+            forwards[0] += 1
+        return forward(self, x)
+
+    monkeypatch.setattr(thelper.nn.MLP, "forward", counting)
+    monkeypatch.setattr(trainer_module, "_STEP_FLUSH", 5)
+    mlp_config["trainer"]["epochs"] = 1
+    mlp_config["trainer"]["params"] = {"log_every_n_steps": 1}
+    seen: list[tuple[int, int]] = []
+
+    class Spy:
+        @hookimpl
+        def thelper_log_scalars(self, session, split, step, values):
+            seen.append((step, forwards[0]))
+
+    pm = ThelperPluginManager()
+    pm.register(Spy(), name="spy")
+    run_session(document_from_dict(mlp_config), tmp_path, pm)
+    assert [s for s, _ in seen] == list(range(1, 24))  # 23 steps
+    for step, at in seen:
+        chunk_end = -(-step // 5) * 5
+        assert at == (chunk_end if chunk_end <= 20 else 23), (step, at)

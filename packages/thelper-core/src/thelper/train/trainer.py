@@ -605,6 +605,8 @@ class Trainer:
                     # kept on the device: read back once, at the end of the epoch
                     logged.append((self.step, window / max(window_n, 1),
                                    float(self.optimizer.param_groups[0]["lr"])))
+                    if len(logged) >= _STEP_FLUSH:  # trackers see long epochs as they go
+                        self._log_steps(logged, epoch)
                 window_n = 0
                 if ema is not None and self.step % ema_every == 0:
                     ema.update_parameters(self.model)
@@ -618,6 +620,7 @@ class Trainer:
                 if (every and self.step % every == 0) or stop:
                     first_bad = _first_nonfinite(first_bad, unchecked, self.step)
                     self._check_finite(first_bad, epoch)
+                    self._log_steps(logged, epoch)  # the checkpoint syncs anyway
                     self._save_step(epoch, batches, loader.batch_size, {
                         "loss_sum": loss_sum.detach().cpu(), "count": count,
                         "skipped": skipped,
@@ -651,9 +654,11 @@ class Trainer:
         return out
 
     def _log_steps(self, logged: list[tuple[int, torch.Tensor, float]], epoch: int) -> None:
-        """``thelper_log_scalars`` for the steps logged this epoch (rank 0): their losses
-        stay on the device during the epoch and are read back here in one transfer, so the
-        training step never waits for the device (see tests/integration/test_trainer_syncs)."""
+        """``thelper_log_scalars`` for the steps logged since the last call (rank 0): their
+        losses stay on the device and are read back here in one transfer, every
+        :data:`_STEP_FLUSH` logged steps, at a step checkpoint and at the epoch's end, so
+        the training step itself never waits for the device (see
+        tests/integration/test_trainer_syncs)."""
         if not logged:
             return
         losses = torch.stack([loss.detach().float() for _, loss, _ in logged]).cpu().tolist()
@@ -1312,6 +1317,12 @@ class Trainer:
 #: The context of a backward that synchronises gradients as usual (one reusable instance:
 #: no allocation per step).
 _SYNC = contextlib.nullcontext()
+
+#: Logged steps (``log_every_n_steps``) whose losses are read back from the device and handed
+#: to ``thelper_log_scalars`` at once during an epoch: one host synchronisation per this many
+#: logged steps (1,000 steps at the default of every 20th), so that trackers show a long
+#: epoch as it goes; the rest at the epoch's end or at a step checkpoint.
+_STEP_FLUSH = 50
 
 #: Training steps whose losses are checked for NaN/inf at once (see :func:`_first_nonfinite`).
 _NONFINITE_CHUNK = 256
