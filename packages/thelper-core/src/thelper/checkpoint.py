@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from thelper.exceptions import CheckpointError, ConfigError
+from thelper.session import fsync_dir, new_file_mode
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "find_checkpoint",
            "verify_checkpoint", "check_map_location", "resume_candidates",
@@ -100,8 +101,9 @@ def save_checkpoint(data: dict[str, Any], path: str | Path) -> Path:
             torch.save(data, f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())  # mkstemp creates 0600; use the usual umask instead
+        os.chmod(tmp, new_file_mode())  # mkstemp creates 0600; use the usual umask instead
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename survives a power loss too
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(f"cannot write checkpoint {str(path)!r}: {exc}; free disk space "
@@ -110,12 +112,6 @@ def save_checkpoint(data: dict[str, Any], path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def link_checkpoint(src: str | Path, dst: str | Path) -> Path:

@@ -40,7 +40,7 @@ from thelper.exceptions import SessionError
 __all__ = ["Session", "SilentPlugins", "SessionLock", "create_session_dir", "probe_writable",
            "draw_seeds", "write_json", "write_text", "safe_path", "check_links",
            "clean_stale_files", "session_dir_of", "platform_info", "git_info",
-           "flatten_hparams", "now"]
+           "flatten_hparams", "now", "new_file_mode", "fsync_dir"]
 
 LOGGER_NAME = "thelper"
 
@@ -71,6 +71,45 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+_UMASK: int | None = None
+
+
+def new_file_mode() -> int:
+    """Permission bits of a new file under the process's umask (``0o666 & ~umask``).
+
+    ``mkstemp`` creates ``0600`` files; atomic writes chmod their temporary file to this.
+    The umask is read from ``/proc/self/status`` where it exists; elsewhere it is probed
+    once (``os.umask`` sets the umask to read it, which must not race with threads that
+    create files: the probe runs once, on first use, and is cached).
+    """
+    global _UMASK
+    if _UMASK is None:
+        try:
+            with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+                line = next((ln for ln in f if ln.startswith("Umask:")), "")
+            _UMASK = int(line.split()[1], 8)
+        except (OSError, IndexError, ValueError):
+            umask = os.umask(0o022)
+            os.umask(umask)
+            _UMASK = umask
+    return 0o666 & ~_UMASK
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a directory's entries to disk (after a rename into it), where the platform
+    allows opening a directory; errors are ignored (the rename itself is done)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` atomically (temporary file in the same directory, fsync, rename).
 
@@ -83,13 +122,12 @@ def write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+        os.chmod(tmp, new_file_mode())  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)  # the rename survives a power loss too
 
 
 def write_json(path: Path, data: Any) -> None:
