@@ -283,13 +283,17 @@ def test_lock_dies_with_its_process_even_with_forked_children(tmp_path):
         f"lock = SessionLock({str(tmp_path)!r}).acquire()\n"
         "child = os.fork()\n"
         "if child == 0:\n"
+        "    print('forked', flush=True)\n"  # the at-fork hooks have run by now
         "    time.sleep(120)\n"
         "    os._exit(0)\n"
         "print(child, flush=True)\n"
         "time.sleep(120)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    child = int(proc.stdout.readline())
+    # both lines, in either order: the child has started (and dropped its copy of the
+    # lock's descriptor) before the parent is killed, however the machine schedules them
+    lines = {proc.stdout.readline().strip() for _ in range(2)}
+    child = int(next(line for line in lines if line != "forked"))
     try:
         with pytest.raises(SessionError, match=f"in use by PID {proc.pid}"):
             SessionLock(tmp_path).acquire()
