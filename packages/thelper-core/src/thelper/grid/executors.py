@@ -209,13 +209,13 @@ class LocalExecutor(Executor):
     def running(self) -> int:
         return sum(s.job is not None for s in self.slots)
 
-    def _retire(self, slot: _Slot, kill: bool = False) -> None:
+    def _retire(self, slot: _Slot, kill: bool = False, told: bool = False) -> None:
         proc, conn = slot.process, slot.conn
         slot.process = slot.conn = slot.pid = None
         slot.job, slot.ready = None, False
         if conn is not None:
             try:
-                if not kill:
+                if not kill and not told:
                     conn.send(None)
             except OSError:
                 pass
@@ -285,9 +285,15 @@ class LocalExecutor(Executor):
                     pass
 
     def close(self) -> None:
+        idle = [s for s in self.slots if s.process is not None and s.job is None]
+        for slot in idle:  # every idle worker is told to end first, then each is awaited
+            try:
+                slot.conn.send(None)
+            except OSError:
+                pass
         for slot in self.slots:
             if slot.process is not None:
-                self._retire(slot, kill=slot.job is not None)
+                self._retire(slot, kill=slot.job is not None, told=slot in idle)
 
 
 class RayExecutor(Executor):
