@@ -116,3 +116,53 @@ def test_grid_workers_load_the_local_module(project):
     assert res.returncode == 0, res.stderr[-3000:]
     runs = [json.loads(p.read_text()) for p in (project / "grids" / "g").glob("*/run.json")]
     assert len(runs) == 2 and {r["status"] for r in runs} == {"completed"}
+
+
+@pytest.mark.slow
+def test_grid_survives_a_worker_killed_mid_experiment(project):
+    """A worker process that dies (SIGKILL in the middle of an experiment's first training
+    batch: an OOM kill, a segfault) fails that experiment only; a new worker runs the
+    others, and the grid ends (it used to wait forever on the dead worker's closed pipe)."""
+    code = (project / "my_models.py").read_text().replace(
+        "        return self.net(x.flatten(1))",
+        "        if self.net[0].out_features == 16:\n"
+        "            import os, signal\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        return self.net(x.flatten(1))")
+    (project / "my_models.py").write_text(code)
+    (project / "grid.yaml").write_text(yaml.safe_dump({
+        "name": "g", "base": "cfg.yaml", "seed": 1, "max_concurrent": 1,
+        "vary": {"model.params.hidden": [8, 16, 24]}}))
+    res = _thelper(["-p", "my_models", "grid", "run", "grid.yaml", "-o", "grids"], project)
+    assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
+    runs = {json.loads(p.read_text())["hparams"]["model.params.hidden"]: json.loads(
+        p.read_text()) for p in (project / "grids" / "g").glob("*/run.json")}
+    assert {h: r["status"] for h, r in runs.items()} == {
+        8: "completed", 16: "failed", 24: "completed"}
+    assert "worker process died (killed by signal 9)" in runs[16]["error"]
+    assert "Traceback" not in res.stderr
+
+
+def test_grid_ends_when_its_workers_die_while_starting(project):
+    """Workers that die before they are ready (here: the local module exits the process
+    when imported in a worker) fail their experiments and the grid ends with exit code 1;
+    the grid process used to spin forever on the dead worker's closed pipe, even through
+    SIGTERM."""
+    (project / "crashmod.py").write_text(textwrap.dedent('''
+        import multiprocessing, os
+        from thelper.hookspecs import hookimpl
+        if multiprocessing.parent_process() is not None:
+            os._exit(3)  # in a grid worker only
+
+        @hookimpl
+        def thelper_register_components():
+            return []
+        '''))
+    (project / "grid.yaml").write_text(yaml.safe_dump({
+        "name": "g", "base": "cfg.yaml", "seed": 1, "max_concurrent": 1,
+        "vary": {"trainer.optimization.optimizer.params.lr": [0.1, 0.01]}}))
+    res = _thelper(["-p", "my_models", "-p", "crashmod", "grid", "run", "grid.yaml",
+                    "-o", "grids"], project)
+    assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.count("failed: worker process died (exit code 3)") == 2, res.stdout
+    assert "Traceback" not in res.stderr

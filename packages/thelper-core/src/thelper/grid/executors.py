@@ -238,42 +238,45 @@ class LocalExecutor(Executor):
         ready = set(wait(waitables, timeout=timeout))
         results: list[dict[str, Any]] = []
         for slot in live:
-            msg = None
-            if slot.conn in ready or slot.process.sentinel in ready:
-                try:
-                    if slot.conn.poll():
-                        msg = slot.conn.recv()
-                except (EOFError, OSError):
-                    msg = None
-            if msg is not None:
+            if slot.conn not in ready and slot.process.sentinel not in ready:
+                continue
+            messages, eof = [], False
+            try:
+                while slot.conn.poll():  # also true at end of file: recv raises then
+                    messages.append(slot.conn.recv())
+            except (EOFError, OSError):
+                eof = True  # the worker is gone (its end of the pipe closed)
+            for msg in messages:
                 if msg[0] == "ready":
                     slot.ready = True
                     self.startup_failures = 0
                     self.import_s.append(float(msg[2]))
                     continue
-                result = msg[1]
                 slot.job = None
                 slot.done += 1
-                results.append(result)
+                results.append(msg[1])
                 if self.max_per_worker and slot.done >= self.max_per_worker:
                     self._retire(slot)
+                    break
+            if slot.process is None or not (eof or slot.process.sentinel in ready):
                 continue
-            if slot.process.sentinel in ready and not slot.conn.poll():
-                slot.process.join()
-                code = slot.process.exitcode
-                job = slot.job
-                if not slot.ready:
-                    self.startup_failures += 1
-                how = f"killed by signal {-code}" if code is not None and code < 0 else \
-                    f"exit code {code}"
-                self._retire(slot, kill=True)
-                if job is not None:
-                    results.append({"id": job["id"], "action": job["action"],
-                                    "status": "failed", "wall_s": None, "pid": None,
-                                    "error": f"worker process died ({how})", "crashed": True})
-                if self.startup_failures >= 3:
-                    raise ThelperError(f"grid worker processes fail to start ({how}); run "
-                                       "one experiment with 'thelper run' to see why")
+            if not eof and slot.process.is_alive():
+                continue
+            slot.process.join()
+            code = slot.process.exitcode
+            job = slot.job
+            if not slot.ready:
+                self.startup_failures += 1
+            how = f"killed by signal {-code}" if code is not None and code < 0 else \
+                f"exit code {code}"
+            self._retire(slot, kill=True)
+            if job is not None:
+                results.append({"id": job["id"], "action": job["action"],
+                                "status": "failed", "wall_s": None, "pid": None,
+                                "error": f"worker process died ({how})", "crashed": True})
+            if self.startup_failures >= 3:
+                raise ThelperError(f"grid worker processes fail to start ({how}); run "
+                                   "one experiment with 'thelper run' to see why")
         return results
 
     def interrupt(self, force: bool = False) -> None:
