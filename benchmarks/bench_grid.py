@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ray", action="store_true", help="skip the ray executor")
     args = parser.parse_args(argv)
     n = args.n or (8 if args.quick else 100)
-    epochs = args.epochs or (1 if args.quick else 6)  # about 1.1 s a session here
+    epochs = args.epochs or (1 if args.quick else 6)  # 0.7-1.1 s a session here
     cases = [("local (warm workers)", {"type": "local"}),
              ("local, fresh process per experiment",
               {"type": "local", "params": {"max_experiments_per_worker": 1}})]
