@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -929,26 +928,10 @@ def entry() -> None:  # pragma: no cover - console script
         # torch does not need these milliseconds.
         gc.freeze()
     elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
-        _exit_rank(code)
+        # a rank of a multi-process job: its work is saved; the interpreter's teardown is
+        # where gloo's threads could abort it (thelper.launch.exit_now)
+        from thelper.launch import exit_now
+
+        exit_now(code, collect=True)
     sys.exit(code)
 
-
-def _exit_rank(code: int) -> None:  # pragma: no cover - ends the process
-    """End a rank of a multi-process job without the interpreter's finalization.
-
-    The session has left the process group and closed its files by now. What remains is
-    the interpreter's teardown, during which gloo's C++ worker threads could still hold
-    tensors and take the GIL of an interpreter being destroyed: on a loaded machine a rank
-    then dies of ``terminate called without an active exception`` (SIGABRT) after a
-    completed session, failing the whole job (pytorch/pytorch#190489, #179291). Objects
-    still alive are collected (loader workers shut down), the logs and streams flushed,
-    and the process ends with ``code``.
-    """
-    gc.collect()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)

@@ -18,12 +18,35 @@ import sys
 import uuid
 from collections.abc import Sequence
 
-__all__ = ["launch_workers", "in_launched_job"]
+__all__ = ["launch_workers", "in_launched_job", "exit_now"]
 
 
 def in_launched_job() -> bool:
     """True inside a rank started by torchrun or :func:`launch_workers`."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def exit_now(code: int, collect: bool = False) -> None:  # pragma: no cover - ends the process
+    """End this process with ``code`` without the interpreter's teardown, after flushing the
+    logs and the standard streams (and, with ``collect``, a garbage collection, so that
+    objects with resources, e.g. loader workers, are closed first).
+
+    For processes whose work is done and saved: a rank of a multi-process job (gloo's C++
+    threads can still hold tensors during the teardown and abort the rank,
+    pytorch/pytorch#190489, #179291) and a grid worker (unloading torch and the plugins
+    took seconds while the grid waited).
+    """
+    import gc
+
+    if collect:
+        gc.collect()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def launch_workers(nproc: int, args: Sequence[str]) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from thelper.exceptions import DataError
+from thelper.session import fsync_dir
 
 __all__ = ["atomic_write", "Journal", "Compactor"]
 
@@ -28,19 +29,6 @@ log = logging.getLogger("thelper.gui")
 
 #: Largest journal file read back (bytes); the compactor keeps real ones far smaller.
 MAX_JOURNAL_BYTES = 512 * 2**20
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -61,7 +49,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class Journal:

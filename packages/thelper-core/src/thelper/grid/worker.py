@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from thelper.launch import exit_now
 
 __all__ = ["execute_job", "worker_main", "GRID_ENV"]
 
@@ -167,7 +168,9 @@ def worker_main(conn: Any, env: dict[str, str], threads: int, blocked: list[str]
         while True:
             job = conn.recv()
             if job is None:
-                _exit_now()
+                # every result is sent and every session closed: unloading torch and the
+                # plugins cost 3.8 s at the end of a 1-minute grid while the grid waited
+                exit_now(0)
             result = execute_job(job)
             # a stop arriving now (the session is over) waits until the result is sent
             stops = {signal.SIGINT, signal.SIGTERM}
@@ -178,20 +181,6 @@ def worker_main(conn: Any, env: dict[str, str], threads: int, blocked: list[str]
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     except (KeyboardInterrupt, EOFError, BrokenPipeError, OSError):
         return
-
-
-def _exit_now() -> None:  # pragma: no cover - ends the process
-    """End a worker whose jobs are done without the interpreter's teardown: every result
-    is sent and every session closed; unloading torch and the plugins took seconds per
-    worker (measured: 3.8 s between the last result and the end of a 2-worker grid of
-    1 s experiments, 6 % of its wall time), while the grid waited for it."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(0)
 
 
 def ray_task(job: dict[str, Any]) -> dict[str, Any]:
