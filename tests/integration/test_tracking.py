@@ -269,3 +269,71 @@ def test_resume_continues_the_same_run_and_checks_it(tmp_path: Path) -> None:
     assert new.data.tags["thelper.session"] == session.name
     assert [m.step for m in client.get_metric_history(new.info.run_id,
                                                       "valid/accuracy")] == [3]
+
+
+class _KillSender:
+    """SIGKILLs the tracker's sender process once it has created the run (at the first
+    checkpoint written after that)."""
+
+    def __init__(self) -> None:
+        self.killed_pid: int | None = None
+
+    @hookimpl
+    def thelper_checkpoint_saved(self, session: Any, path: Path, epoch: int,
+                                 is_best: bool) -> None:
+        if self.killed_pid is not None:
+            return
+        tracker = session.extras["trackers"][0]
+        deadline = time.monotonic() + 120
+        while tracker.record()[-1]["delivered"]["params"] == 0:  # wait for the run: an event
+            assert time.monotonic() < deadline, "the tracker never reached the store"
+            time.sleep(0.05)
+        tracker._proc.kill()
+        tracker._proc.wait()
+        self.killed_pid = tracker._proc.pid
+
+
+def test_sender_process_killed_mid_run_then_upload_completes_the_run(tmp_path: Path) -> None:
+    """The sender process dying does not touch the training: the session completes, its
+    record says what was not delivered and why, and an upload completes the same run."""
+    killer = _KillSender()
+    pm = _pm()
+    pm.register(killer, name="kill-mlflow-sender")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = _config(epochs=2, trackers=[{"type": "mlflow", "params": {
+        "tracking_uri": uri, "experiment": "sender"}}])
+    session = run_session(document_from_dict(cfg), tmp_path, pm)
+    assert killer.killed_pid is not None
+    rec = load_record(session.session_dir)
+    assert rec["status"] == "completed"
+    (entry,) = rec["mlflow"]
+    assert entry["run_id"] and "exit code -9" in entry["last_error"]
+    assert entry["pending"]["metrics"] > 0 and entry["pending"]["status"] is True
+    assert "checkpoints/ckpt.best.pt" in entry["pending"]["artifacts"]
+    log = (session.session_dir / "logs" / "trainer.log").read_text()
+    assert "MLflow tracker: not delivered to" in log and "thelper runs upload" in log
+    assert main(["runs", "upload", str(session.session_dir), "--to", uri]) == 0
+    client = MlflowClient(uri)
+    _check_run_matches_record(client, entry["run_id"], session.session_dir)
+    assert client.get_run(entry["run_id"]).info.status == "FINISHED"
+
+
+def test_sender_process_stops_when_the_training_process_is_gone(tmp_path: Path) -> None:
+    """The sender's input ending without a ``close`` (its training process died) ends the
+    sender at once, without creating anything more."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "thelper.trackers._mlflow_sender"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    start = {"op": "start", "seq": 1, "params": {}, "tags": {}, "config": {
+        "tracking_uri": f"sqlite:///{tmp_path / 'never.db'}", "shown_uri": "x",
+        "experiment": "e", "session_dir": str(tmp_path)}}
+    assert proc.stdin is not None
+    proc.stdin.write((json.dumps(start) + "\n").encode())
+    proc.stdin.close()
+    assert proc.wait(60) == 0
+    assert proc.stdout is not None
+    reports = [json.loads(line) for line in proc.stdout.read().splitlines()]
+    assert reports and reports[-1]["op"] == "state" and reports[-1]["seen"] == 1
+    assert reports[-1]["delivered"]["params"] == 0

@@ -6,13 +6,16 @@ Configured in the ``trackers:`` section (see :mod:`thelper.trackers.configured`)
       - type: mlflow
         params: {tracking_uri: http://127.0.0.1:5000, experiment: digits}
 
-Nothing talks to the server on the training thread: the hooks append to a buffer, and one
-background thread creates the run and sends the buffer with ``MlflowClient.log_batch`` (up
-to 1000 metrics a request; one request per value costs 17-60 ms on a local server). When
-the server fails or is slow, the thread warns once, keeps buffering and retries with an
-exponential backoff (0.5 s doubling to 30 s); when the session ends it waits at most
-``flush_timeout`` seconds, then lists what was not delivered in ``run.json``'s ``mlflow``
-record, from which ``thelper runs upload`` completes the same run later.
+Nothing talks to the server in the training process: the hooks append to a buffer that is
+written, without blocking, to a child process (:mod:`thelper.trackers._mlflow_sender`) which
+creates the run and sends the values with ``MlflowClient.log_batch`` (up to 1000 metrics a
+request; one request per value costs 17-60 ms on a local server). In a thread of the
+training process, the client's CPU work held the GIL against the training (epochs 1.01-1.18x
+slower); in its own process it costs the training nothing but a pipe. When the server fails
+or is slow, the sender warns once, keeps buffering and retries with an exponential backoff
+(0.5 s doubling to 30 s); when the session ends the tracker waits at most ``flush_timeout``
+seconds, then lists what was not delivered in ``run.json``'s ``mlflow`` record, from which
+``thelper runs upload`` completes the same run later.
 
 Metric keys (shared with ``thelper runs upload``, see :func:`thelper.records.metric_points`):
 ``<split>/<metric>`` at step = epoch (``train/loss``, ``train/lr``, ``valid/accuracy``),
@@ -21,9 +24,9 @@ Metric keys (shared with ``thelper runs upload``, see :func:`thelper.records.met
 
 The client side needs ``mlflow-skinny`` (and SQLAlchemy and Alembic for the default local
 ``sqlite:`` store): ``pip install 'thelper-core[mlflow]'``. Unless they are set already, the
-tracker sets ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT=10`` in
-the environment: it retries by itself, off the training thread, instead of MLflow's
-blocking retries of several minutes.
+sender process gets ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT=10``
+in its environment: it retries by itself instead of MLflow's blocking retries of several
+minutes.
 """
 
 from __future__ import annotations
@@ -119,10 +122,13 @@ def live_artifacts(session_dir: Path, *, with_exports: bool = False) -> list[dic
 
 
 class MlflowTracker:
-    """Logs one session to one MLflow run, off the training thread.
+    """Logs one session to one MLflow run, from a child process.
 
     Built by :mod:`thelper.trackers.configured` from the ``trackers:`` section; the
     constructor arguments are :class:`thelper.builtin_params.trackers.MlflowTrackerParams`.
+    The hooks only append to a buffer that is written, without blocking, to the standard
+    input of the sender process (:mod:`thelper.trackers._mlflow_sender`) at each epoch's
+    end; a thread reads the sender's reports (run id, what was delivered, its warnings).
 
     Attributes:
         record_key: ``"mlflow"``: ``run.json["mlflow"]`` is :meth:`record`.
@@ -143,21 +149,21 @@ class MlflowTracker:
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
         self.flush_timeout = flush_timeout
         self.run_id: str | None = None
-        self._run_ready = False  # the run exists (created, or resumed and checked)
         self.experiment_id: str | None = None
-        self._lock = threading.Condition()
-        self._metrics: deque[tuple[str, float, int, int]] = deque()
-        self._params: dict[str, str] = {}
-        self._tags: dict[str, str] = {}
-        self._artifacts: list[dict[str, Any]] = []
-        self._status: str | None = None
-        self._sent = {"metrics": 0, "params": 0, "artifacts": []}
-        self._closing = False
-        self._stop = False
-        self._failures = 0
-        self._last_error: str | None = None
-        self._warned = False
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        # the sender's last report, and what it has not seen yet (by sequence number)
+        self._state: dict[str, Any] = {
+            "delivered": {"metrics": 0, "params": 0, "artifacts": []},
+            "pending": {"metrics": 0, "params": 0, "tags": 0, "artifacts": [],
+                        "status": True},
+            "last_error": None, "seen": 0}
+        self._unseen: deque[tuple[int, dict[str, Any]]] = deque()
+        self._seq = 0
+        self._points: list[list[Any]] = []  # metric points not yet put in a message
+        self._out = bytearray()  # messages not yet written to the pipe
+        self._proc: Any = None
+        self._fd: int | None = None
+        self._reader: threading.Thread | None = None
         self._previous: list[dict[str, Any]] = []
         self._logger: Any = None
 
@@ -165,9 +171,6 @@ class MlflowTracker:
     def session_start(self, session: Any) -> None:
         from thelper.records import RecordError, load_record, redact_uri
 
-        for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
-                           ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
-            os.environ.setdefault(var, value)
         self._logger = session.logger
         self.session_dir = Path(session.session_dir)
         self.tracking_uri = self.tracking_uri or default_tracking_uri(self.session_dir.parent)
@@ -189,11 +192,14 @@ class MlflowTracker:
         tags = tags_of(record, self.session_dir, self.tags)
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
-        with self._lock:
-            self._params.update(params_of(session.hparams))
-            self._tags.update(tags)
-        self._thread = threading.Thread(target=self._run, name="thelper-mlflow", daemon=True)
-        self._thread.start()
+        config = {"tracking_uri": self.tracking_uri, "shown_uri": self._shown_uri,
+                  "experiment": self.experiment, "run_name": self.run_name,
+                  "run_id": self.run_id, "experiment_id": self.experiment_id,
+                  "session_dir": str(self.session_dir)}
+        params = params_of(session.hparams)
+        self._start_sender()
+        self._message({"op": "start", "config": config, "params": params, "tags": tags},
+                      {"params": len(params), "tags": len(tags)})
 
     def epoch_end(self, session: Any, epoch: int, metrics: dict[str, dict[str, float]]) -> None:
         ts = int(time.time() * 1000)
@@ -218,23 +224,19 @@ class MlflowTracker:
                 artifacts = live_artifacts(self.session_dir)
             except OSError as exc:
                 self._logger.warning("MLflow tracker: cannot list the artifacts: %s", exc)
-        with self._lock:
-            self._artifacts.extend(artifacts)
-            self._tags["thelper.status"] = status
-            self._status = STATUS.get(status, "FAILED")
-            self._closing = True
-            self._lock.notify_all()
-        if self._thread is not None:
-            self._thread.join(self.flush_timeout)
-        with self._lock:
-            self._stop = True  # a slow request still running: the record says pending
-            self._lock.notify_all()
+        self._flush_points()
+        self._message({"op": "close", "artifacts": artifacts,
+                       "tags": {"thelper.status": status},
+                       "status": STATUS.get(status, "FAILED")},
+                      {"tags": 1, "artifacts": [a["path"] for a in artifacts], "status": True})
+        self._finish_sender(time.monotonic() + self.flush_timeout)
         pending = self._pending()
         if any(pending.values()):
             self._logger.warning(
                 "MLflow tracker: not delivered to %s: %s (%s); send them with 'thelper runs "
                 "upload %s --to %s'", self._shown_uri, _describe(pending),
-                self._last_error or "the flush timed out", self.session_dir, self._shown_uri)
+                self._state.get("last_error") or "the flush timed out", self.session_dir,
+                self._shown_uri)
         elif self.run_id:
             self._logger.info("MLflow run %s in %s (experiment %r)", self.run_id,
                               self._shown_uri, self.experiment)
@@ -244,209 +246,160 @@ class MlflowTracker:
         """``run.json["mlflow"]``: one entry per tracking URI this session was sent to,
         ``{tracking_uri, experiment, experiment_id, run_id, parent_run_id, delivered:
         {metrics, params, artifacts}, pending: {metrics, params, tags, artifacts, status},
-        last_error, updated_at}`` (counts, and artifact paths)."""
+        last_error, updated_at}`` (counts, and artifact paths). ``pending`` counts what
+        the sender process has not delivered and what it has not received yet."""
         from thelper.session import now
 
         with self._lock:
+            state = self._state
             entry = {"tracking_uri": self._shown_uri, "experiment": self.experiment,
                      "experiment_id": self.experiment_id, "run_id": self.run_id,
                      "parent_run_id": self.parent_run_id,
-                     "delivered": {"metrics": self._sent["metrics"],
-                                   "params": self._sent["params"],
-                                   "artifacts": list(self._sent["artifacts"])},
-                     "pending": self._pending_unlocked(), "last_error": self._last_error,
+                     "delivered": {"metrics": state["delivered"]["metrics"],
+                                   "params": state["delivered"]["params"],
+                                   "artifacts": list(state["delivered"]["artifacts"])},
+                     "pending": self._pending_unlocked(), "last_error": state["last_error"],
                      "updated_at": now()}
         others = [e for e in self._previous
                   if _shown(e.get("tracking_uri")) != self._shown_uri]
         return [*others, entry]
 
     def _pending_unlocked(self) -> dict[str, Any]:
-        return {"metrics": len(self._metrics), "params": len(self._params),
-                "tags": len(self._tags), "artifacts": [a["path"] for a in self._artifacts],
-                "status": self._status is not None or not self._closing}
+        p = self._state["pending"]
+        pending = {"metrics": p["metrics"] + len(self._points), "params": p["params"],
+                   "tags": p["tags"], "artifacts": list(p["artifacts"]),
+                   "status": bool(p["status"])}
+        for _, contrib in self._unseen:
+            for key in ("metrics", "params", "tags"):
+                pending[key] += contrib.get(key, 0)
+            pending["artifacts"] += contrib.get("artifacts", [])
+            pending["status"] = pending["status"] or contrib.get("status", False)
+        return pending
 
     def _pending(self) -> dict[str, Any]:
         with self._lock:
-            p = self._pending_unlocked()
-        p["status"] = self._status is not None
-        return p
+            return self._pending_unlocked()
+
+    # ------------------------------------------------------------------ the sender process
+    def _start_sender(self) -> None:
+        import subprocess
+        import sys
+
+        env = dict(os.environ)
+        for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
+                           ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+            env.setdefault(var, value)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-P", "-m", "thelper.trackers._mlflow_sender"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        except OSError as exc:
+            self._state["last_error"] = f"cannot start the sender process: {exc}"
+            self._logger.warning("MLflow tracker: %s; nothing is sent, 'thelper runs upload' "
+                                 "can send the session later", self._state["last_error"])
+            return
+        self._fd = self._proc.stdin.fileno()
+        os.set_blocking(self._fd, False)
+        self._reader = threading.Thread(target=self._read_reports, name="thelper-mlflow",
+                                        daemon=True)
+        self._reader.start()
+
+    def _read_reports(self) -> None:
+        import json
+
+        for line in self._proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("op") == "log":
+                getattr(self._logger, msg.get("level", "warning"), self._logger.warning)(
+                    "%s", msg.get("msg", ""))
+            elif msg.get("op") == "state":
+                with self._lock:
+                    self._state = msg
+                    self.run_id = msg.get("run_id") or self.run_id
+                    self.experiment_id = msg.get("experiment_id") or self.experiment_id
+                    while self._unseen and self._unseen[0][0] <= msg.get("seen", 0):
+                        self._unseen.popleft()
 
     def _add(self, points: list[tuple[str, Any, int, int]], notify: bool = True) -> None:
         import math
 
-        good = [(k, float(v), int(s), t) for k, v, s, t in points
+        good = [[k, float(v), int(s), t] for k, v, s, t in points
                 if isinstance(v, int | float) and not isinstance(v, bool)
                 and math.isfinite(float(v))]
         with self._lock:
-            self._metrics.extend(good)
-            if notify or len(self._metrics) >= BATCH:
-                self._lock.notify_all()
+            self._points.extend(good)
+        if notify or len(self._points) >= BATCH:
+            self._flush_points()
 
-    # ------------------------------------------------------------------ sender thread
-    def _run(self) -> None:
-        client = None
-        delay = 0.0
-        while True:
-            with self._lock:
-                if self._stop:
-                    return
-                if delay:
-                    self._lock.wait(delay)
-                elif not self._closing:
-                    self._lock.wait(1.0)
-                if self._stop:
-                    return
-            try:
-                if client is None:
-                    from mlflow import MlflowClient
-
-                    client = MlflowClient(tracking_uri=self.tracking_uri)
-                self._send(client)
-            except Exception as exc:  # the server is down, slow or refuses: retry later
-                self._failures += 1
-                self._last_error = f"{type(exc).__name__}: {_short(exc)}"
-                delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._failures - 1))
-                if not self._warned:
-                    self._warned = True
-                    self._logger.warning(
-                        "MLflow tracker: cannot log to %s (%s); the values are kept and sent "
-                        "again later, the training goes on", self._shown_uri,
-                        self._last_error)
-                continue
-            if self._failures:
-                self._logger.info("MLflow tracker: %s reachable again", self._shown_uri)
-            self._failures, delay = 0, 0.0
-            with self._lock:
-                if self._closing and self._status is None and not self._metrics \
-                        and not self._params and not self._tags and not self._artifacts:
-                    return
-
-    def _send(self, client: Any) -> None:
-        from mlflow.entities import Metric, RunTag
-
-        if not self._run_ready:  # a new run, or the resumed one checked once
-            self._create_run(client)
-            self._run_ready = True
+    def _flush_points(self) -> None:
         with self._lock:
-            params = dict(self._params)
-            tags = dict(self._tags)
-        if params:
-            self._log_params(client, params)
-            with self._lock:
-                for k in params:
-                    self._params.pop(k, None)
-                self._sent["params"] += len(params)
-        if tags:
-            client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-            with self._lock:
-                for k, v in tags.items():
-                    if self._tags.get(k) == v:
-                        self._tags.pop(k)
-        while True:
-            with self._lock:
-                batch = [self._metrics[i] for i in range(min(BATCH, len(self._metrics)))]
-            if not batch:
-                break
-            client.log_batch(self.run_id, metrics=[Metric(k, v, t, s) for k, v, s, t in batch])
-            with self._lock:
-                for _ in batch:
-                    self._metrics.popleft()
-                self._sent["metrics"] += len(batch)
-        while True:
-            with self._lock:
-                if not self._artifacts:
-                    break
-                art = self._artifacts[0]
-            parent = str(Path(art["path"]).parent)
-            client.log_artifact(self.run_id, str(self.session_dir / art["path"]),
-                                None if parent == "." else parent)
-            with self._lock:
-                self._artifacts.pop(0)
-                self._sent["artifacts"].append(art["path"])
-        with self._lock:
-            status = self._status if self._closing else None
-        if status is not None:
-            client.set_terminated(self.run_id, status=status)
-            with self._lock:
-                self._status = None
+            points, self._points = self._points, []
+        if points:
+            self._message({"op": "metrics", "points": points}, {"metrics": len(points)})
 
-    def _create_run(self, client: Any) -> None:
-        if self.experiment_id is None:
-            exp = client.get_experiment_by_name(self.experiment)
-            if exp is None:
-                self.experiment_id = client.create_experiment(
-                    self.experiment, artifact_location=artifact_root(self.tracking_uri))
-            else:
-                self.experiment_id = exp.experiment_id
-        if self.run_id is not None and self._resumed_run_matches(client):
+    def _message(self, msg: dict[str, Any], contrib: dict[str, Any]) -> None:
+        """Queues one message for the sender and writes what the pipe takes now."""
+        import json
+
+        with self._lock:
+            self._seq += 1
+            msg["seq"] = self._seq
+            self._unseen.append((self._seq, contrib))
+            if self._fd is not None:
+                self._out += (json.dumps(msg) + "\n").encode()
+        self._write()
+
+    def _write(self) -> bool:
+        """Writes the queued bytes to the sender's pipe without blocking; True when all
+        were written."""
+        with self._lock:
+            while self._out and self._fd is not None:
+                try:
+                    n = os.write(self._fd, self._out)
+                except BlockingIOError:
+                    return False
+                except OSError:  # the sender died; its reports say what it delivered
+                    self._out.clear()
+                    self._fd = None
+                    return False
+                del self._out[:n]
+            return not self._out
+
+    def _finish_sender(self, deadline: float) -> None:
+        """Writes the rest, closes the sender's input and waits until ``deadline`` for it to
+        deliver everything; a sender still running then is killed."""
+        import select
+        import subprocess
+
+        if self._proc is None:
             return
-        with self._lock:
-            tags = dict(self._tags)
-        run = client.create_run(self.experiment_id, run_name=self.run_name or tags.get(
-            "thelper.session"), tags=tags)
-        self.run_id = run.info.run_id
-
-    def _resumed_run_matches(self, client: Any) -> bool:
-        """True when the run that ``run.json`` names (a resume) still exists on the server,
-        is not deleted, and is this session's: its ``thelper.session`` tag and experiment
-        match. Otherwise (a copied or edited session folder, a run deleted since, another
-        server at the same address) the run id is dropped with a warning and a new run is
-        created, instead of logging into someone else's run. A server error is raised (the
-        sending loop retries it)."""
-        from mlflow.exceptions import MlflowException
-
+        while not self._write() and self._fd is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            select.select([], [self._fd], [], left)
         try:
-            run = client.get_run(self.run_id)
-        except MlflowException as exc:
-            if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            run = None
-        with self._lock:
-            name = self._tags.get("thelper.session")
-        why = None
-        if run is None:
-            why = "no longer exists"
-        elif run.info.lifecycle_stage != "active":
-            why = "was deleted"
-        elif run.data.tags.get("thelper.session") != name:
-            why = f"belongs to session {run.data.tags.get('thelper.session')!r}"
-        elif client.get_experiment(run.info.experiment_id).name != self.experiment:
-            why = "is in another experiment"
-        if why is None:
-            self.experiment_id = run.info.experiment_id
-            return True
-        self._logger.warning("MLflow tracker: run %s named in run.json %s on %s; logging to a "
-                             "new run", self.run_id, why, self._shown_uri)
-        self.run_id = None
-        exp = client.get_experiment_by_name(self.experiment)
-        self.experiment_id = exp.experiment_id if exp is not None else \
-            client.create_experiment(self.experiment,
-                                     artifact_location=artifact_root(self.tracking_uri))
-        return False
-
-    def _log_params(self, client: Any, params: dict[str, str]) -> None:
-        """Params in batches of 100; a param that exists with another value (a resume
-        with a changed setting) is kept as the run first had it, with a warning."""
-        from mlflow.entities import Param
-        from mlflow.exceptions import MlflowException
-
-        items = list(params.items())
-        for i in range(0, len(items), PARAM_BATCH):
-            chunk = items[i:i + PARAM_BATCH]
-            try:
-                client.log_batch(self.run_id, params=[Param(k, v) for k, v in chunk])
-            except MlflowException as exc:
-                if getattr(exc, "error_code", "") != "INVALID_PARAMETER_VALUE":
-                    raise
-                existing = client.get_run(self.run_id).data.params
-                fresh = [Param(k, v) for k, v in chunk if k not in existing]
-                changed = [k for k, v in chunk if k in existing and existing[k] != v]
-                if fresh:
-                    client.log_batch(self.run_id, params=fresh)
-                if changed:
-                    self._logger.warning("MLflow tracker: params %s changed since the run "
-                                         "was created; MLflow keeps the first values",
-                                         ", ".join(changed[:5]))
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        self._fd = None
+        killed = False
+        try:
+            self._proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:  # what it has not delivered stays pending
+            self._proc.kill()
+            self._proc.wait()
+            killed = True
+        if self._reader is not None:
+            self._reader.join(5.0)
+        self._proc.stdout.close()
+        if self._proc.returncode != 0 and not killed:
+            with self._lock:
+                self._state["last_error"] = self._state.get("last_error") or \
+                    f"the sender process ended with exit code {self._proc.returncode}"
 
 
 def _hash(config: dict[str, Any]) -> str:
