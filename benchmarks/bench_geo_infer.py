@@ -18,6 +18,10 @@ windows overlapping by 64 (stride 192), batches of 16, random initial weights (s
 Every measurement runs in a fresh process (this script re-invoked with ``--child``) that
 reports its peak resident set size (``VmHWM``): memory must stay flat in the raster size,
 so thelper is run on two sizes (``--quick``: 2048² and 4096²; full: 5000² and 20000²).
+The bare forward runs in two halves of the large raster's windows, one before and one
+after thelper's run on it: a shared VM's speed drifts by up to 20 % within minutes
+(measured: the same bare run took 102 s and 123 s back to back), and the halves put that
+drift on both sides of the ratio alike.
 
 Run: ``uv run python benchmarks/bench_geo_infer.py [--quick] [--threads N] [--device D]
 [--json FILE]``.
@@ -101,12 +105,13 @@ def _sync(device: str) -> None:
 
 
 # ------------------------------------------------------------------------------- child
-def child(mode: str, raster: Path, size: int, device: str, threads: int) -> dict[str, Any]:
+def child(mode: str, raster: Path, size: int, device: str, threads: int,
+          windows: int = 0) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
     model = _model(device)
-    n = _windows(size)
+    n = windows or _windows(size)
     if mode == "bare":
         x = torch.rand(BATCH, 3, TILE, TILE, device=device)
         with torch.inference_mode():
@@ -163,9 +168,11 @@ def child(mode: str, raster: Path, size: int, device: str, threads: int) -> dict
     return result
 
 
-def _run_child(mode: str, raster: Path, size: int, args: argparse.Namespace) -> dict[str, Any]:
+def _run_child(mode: str, raster: Path, size: int, args: argparse.Namespace,
+               windows: int = 0) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE), "--child", mode, "--raster", str(raster), "--size",
-           str(size), "--device", args.device, "--threads", str(args.threads)]
+           str(size), "--device", args.device, "--threads", str(args.threads),
+           "--windows", str(windows)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])])}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE.parents[1])
@@ -185,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", choices=("bare", "thelper"), help=argparse.SUPPRESS)
     p.add_argument("--raster", default=None, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--windows", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, Path(args.raster), args.size, args.device,
-                               args.threads)))
+                               args.threads, args.windows)))
         return 0
 
     import benchreport as br
@@ -206,12 +214,23 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             write_raster(rasters[size], size)
             print(f"wrote {size}x{size} test raster in {time.perf_counter() - start:.1f} s")
-        runs = {
-            "bare": _run_child("bare", rasters[large], large, args),
-            f"thelper {small}": _run_child("thelper", rasters[small], small, args),
-            f"thelper {large}": _run_child("thelper", rasters[large], large, args),
-        }
-    bare, big, little = runs["bare"], runs[f"thelper {large}"], runs[f"thelper {small}"]
+        # the bare forward runs in two halves, before and after the thelper run, so that a
+        # machine whose speed drifts (a shared VM: +-20 % within minutes, measured) weighs
+        # on both sides alike
+        total = _windows(large)
+        runs = {"bare (first half)": _run_child("bare", rasters[large], large, args,
+                                                total // 2)}
+        runs[f"thelper {large}"] = _run_child("thelper", rasters[large], large, args)
+        runs["bare (second half)"] = _run_child("bare", rasters[large], large, args,
+                                                total - total // 2)
+        runs[f"thelper {small}"] = _run_child("thelper", rasters[small], small, args)
+    halves = [runs["bare (first half)"], runs["bare (second half)"]]
+    bare = {"mode": "bare", "size": large, "windows": total,
+            "seconds": sum(h["seconds"] for h in halves),
+            "cpu_seconds": sum(h["cpu_seconds"] for h in halves),
+            "peak_kib": max(h["peak_kib"] for h in halves)}
+    runs["bare (both halves)"] = bare
+    big, little = runs[f"thelper {large}"], runs[f"thelper {small}"]
     ratio = (big["windows"] / big["seconds"]) / (bare["windows"] / bare["seconds"])
     cpu_ratio = bare["cpu_seconds"] / big["cpu_seconds"]
     rows = []

@@ -334,7 +334,10 @@ class SlidingWindow:
         if self._weights is None or self._weights.device != p.device:
             w = torch.from_numpy(np.outer(self.w1, self.w1).astype(np.float32))
             self._weights = w.to(p.device)
-        return (p * self._weights).cpu().numpy()
+        with torch.inference_mode():  # the outputs are inference tensors
+            # in place where p owns its memory (not an expanded per-window vector)
+            p = p.mul_(self._weights) if p.is_contiguous() else p * self._weights
+        return p.cpu().numpy()
 
     def _batches(self, path: Path, xs: Layout, ys: Layout) -> Iterator[_Batch]:
         """Preprocessed batches of valid windows, in block order (runs in the reader

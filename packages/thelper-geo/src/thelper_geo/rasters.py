@@ -211,6 +211,15 @@ def _per_band(value: float | Sequence[float], n: int, key: str) -> np.ndarray:
     return arr.reshape(n, 1, 1)
 
 
+def _all_valid(src: Any, bands: Sequence[int]) -> bool:
+    """Whether GDAL says every pixel of ``bands`` is valid (no nodata value, mask band or
+    alpha band: ``GMF_ALL_VALID``), so that their masks need not be read."""
+    from rasterio.enums import MaskFlags
+
+    flags = src.mask_flag_enums
+    return all(flags[b - 1] == [MaskFlags.all_valid] for b in bands)
+
+
 class RasterInput:
     """Reads normalised input windows from a raster: the preprocessing of a geo session.
 
@@ -287,6 +296,8 @@ class RasterInput:
         if src.nodata is not None and data is not None:
             nod = src.nodata
             return ~np.any(np.isnan(data) if np.isnan(nod) else data == nod, axis=0)
+        if _all_valid(src, bands):  # no nodata, mask band or alpha: nothing to read
+            return np.ones((int(window.height), int(window.width)), bool)
         masks = src.read_masks(bands, window=window)
         return np.all(masks > 0, axis=0)
 
@@ -321,9 +332,11 @@ class RasterInput:
             data = src.read(bands, window=window)
             valid = self.valid_mask(src, window, bands, data)
         n = len(bands)
-        x = (data.astype(np.float32) - _per_band(self.offset, n, "offset")) \
-            / _per_band(self.scale, n, "scale")
-        x[:, ~valid] = self.fill
+        x = data.astype(np.float32)  # then in place: no float temporaries per window
+        x -= _per_band(self.offset, n, "offset")
+        x /= _per_band(self.scale, n, "scale")
+        if not valid.all():
+            x[:, ~valid] = self.fill
         return x, valid
 
     def describe(self) -> dict[str, Any]:
