@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -305,6 +306,24 @@ def test_runs_tables_escape_markup_and_survive_missing_keys(
     assert "unreadable" in out and str(tmp_path / "d" / "run.json") in out
     assert str(c / "run.json") in out and "bad field" in out
     assert "0.7 (2)" in out and "0.6 (1)" in out
+
+
+def test_runs_list_names_a_run_json_that_is_not_a_regular_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A FIFO or a dangling link named run.json is listed as unreadable (never opened, so
+    nothing blocks), not left out without a word."""
+    _session(tmp_path, _record("ok", 0.1, [0.5]))
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "run.json")
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "run.json").symlink_to(tmp_path / "nowhere.json")
+    assert main(["runs", "list", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in out["runs"]] == ["ok"]
+    errors = {Path(p["path"]).name: p["error"] for p in out["unreadable"]}
+    assert set(errors) == {"fifo", "link"}
+    assert "not a regular file" in errors["fifo"]
+    assert "link to a missing file" in errors["link"]
 
 
 # ---------------------------------------------------------------- tracking URIs and upload

@@ -83,6 +83,9 @@ def load_record(path: str | Path) -> dict[str, Any]:
                               "not a run record; move it out of the session directory")
         data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
+        if os.path.islink(file):
+            raise RecordError(f"{str(file)!r} is a link to a missing file: not a run record; "
+                              "move it out of the session directory") from None
         raise RecordError(f"{str(p)!r} is not a session directory (no {RECORD_NAME}); "
                           "give a folder written by 'thelper run'") from None
     except DataError:
@@ -98,7 +101,9 @@ def load_record(path: str | Path) -> dict[str, Any]:
 def find_sessions(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
     """Session directories (folders holding a ``run.json``) at or under ``root``.
 
-    Does not descend into a session directory nor follow symbolic links.
+    Does not descend into a session directory nor follow symbolic links. A ``run.json``
+    that is not a regular file still marks a session directory: :func:`load_record` then
+    says what is wrong with it.
 
     Args:
         root: A session directory or a save directory.
@@ -116,7 +121,9 @@ def find_sessions(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
     found: list[Path] = []
 
     def walk(folder: Path, depth: int) -> None:
-        if (folder / RECORD_NAME).is_file():
+        # any run.json counts, also a FIFO or a link: listing it says why it is unreadable
+        # instead of leaving the session out without a word
+        if os.path.lexists(folder / RECORD_NAME):
             found.append(folder)
             return
         if depth >= max_depth:
