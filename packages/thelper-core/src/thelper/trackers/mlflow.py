@@ -318,8 +318,9 @@ class MlflowTracker:
             elif msg.get("op") == "state":
                 with self._lock:
                     self._state = msg
-                    self.run_id = msg.get("run_id") or self.run_id
-                    self.experiment_id = msg.get("experiment_id") or self.experiment_id
+                    # the sender's word: it may have dropped a resumed run that is gone
+                    self.run_id = msg.get("run_id")
+                    self.experiment_id = msg.get("experiment_id")
                     while self._unseen and self._unseen[0][0] <= msg.get("seen", 0):
                         self._unseen.popleft()
 
