@@ -320,7 +320,8 @@ def test_sender_process_killed_mid_run_then_upload_completes_the_run(tmp_path: P
 
 def test_sender_process_stops_when_the_training_process_is_gone(tmp_path: Path) -> None:
     """The sender's input ending without a ``close`` (its training process died) ends the
-    sender at once, without creating anything more."""
+    sender instead of leaving it behind (whether it reached the store before it read the end
+    of its input is a race, and not asserted)."""
     import subprocess
     import sys
 
@@ -336,4 +337,4 @@ def test_sender_process_stops_when_the_training_process_is_gone(tmp_path: Path) 
     assert proc.stdout is not None
     reports = [json.loads(line) for line in proc.stdout.read().splitlines()]
     assert reports and reports[-1]["op"] == "state" and reports[-1]["seen"] == 1
-    assert reports[-1]["delivered"]["params"] == 0
+    assert reports[-1]["pending"]["status"] is True  # never closed: no final status sent
