@@ -186,6 +186,15 @@ def test_upload_with_each_conflict_strategy(mlflow_server: MlflowServer, trained
     _check_run_matches_record(client, replaced["run_id"], third)
 
 
+def _wait_for_run(tracker: Any) -> None:
+    """Until the tracker's sender has created the run and sent its params (an event, polled;
+    the bound only turns a hang into a failure)."""
+    deadline = time.monotonic() + 120
+    while tracker.record()[-1]["delivered"]["params"] == 0:
+        assert time.monotonic() < deadline, "the tracker never reached the tracking store"
+        time.sleep(0.05)
+
+
 class _KillServer:
     """Kills the MLflow server when the first checkpoint is written, once the tracker has
     created its run (so that the rest must be appended to that run later)."""
@@ -199,11 +208,7 @@ class _KillServer:
                                  is_best: bool) -> None:
         if self.killed_at is not None:
             return
-        tracker = session.extras["trackers"][0]
-        deadline = time.monotonic() + 120
-        while tracker.record()[-1]["delivered"]["params"] == 0:  # wait for the run: an event
-            assert time.monotonic() < deadline, "the tracker never reached the server"
-            time.sleep(0.05)
+        _wait_for_run(session.extras["trackers"][0])
         self.server.kill()
         self.killed_at = epoch
 
@@ -284,10 +289,7 @@ class _KillSender:
         if self.killed_pid is not None:
             return
         tracker = session.extras["trackers"][0]
-        deadline = time.monotonic() + 120
-        while tracker.record()[-1]["delivered"]["params"] == 0:  # wait for the run: an event
-            assert time.monotonic() < deadline, "the tracker never reached the store"
-            time.sleep(0.05)
+        _wait_for_run(tracker)
         tracker._proc.kill()
         tracker._proc.wait()
         self.killed_pid = tracker._proc.pid
