@@ -44,7 +44,8 @@ def start_xvfb(size: str) -> tuple[subprocess.Popen, str]:
     for num in range(90, 130):
         if Path(f"/tmp/.X11-unix/X{num}").exists() or Path(f"/tmp/.X{num}-lock").exists():
             continue
-        proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", size, "-nolisten", "tcp"],
+        proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", size, "-nolisten", "tcp",
+                                 "-noreset"],  # no reset (and refused windows) between clients
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
