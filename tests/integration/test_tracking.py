@@ -244,16 +244,19 @@ def test_server_killed_mid_run_then_upload_completes_the_run(tmp_path: Path) -> 
         server.stop()
 
 
-def test_resume_continues_the_same_run_and_checks_it(tmp_path: Path) -> None:
+def test_resume_continues_the_same_run_and_checks_it(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """A resume logs into the run that run.json names (one run, epochs 1..2); once that run
     is deleted on the server, the resume warns and logs into a new run instead of into a
-    run that is not this session's."""
+    run that is not this session's. The sender's MLflow INFO lines (it creates the SQLite
+    store here) stay out of the console."""
     from thelper.runner import resume_session
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = _config(epochs=1, trackers=[{"type": "mlflow", "params": {
         "tracking_uri": uri, "experiment": "resumed"}}])
     session = run_session(document_from_dict(cfg), tmp_path, _pm())
+    assert "MLflow database tables" not in capfd.readouterr().err
     (first,) = load_record(session.session_dir)["mlflow"]
     resume_session(session.session_dir, ["trainer.epochs=2"], pm=_pm())
     (entry,) = load_record(session.session_dir)["mlflow"]

@@ -26,7 +26,7 @@ The client side needs ``mlflow-skinny`` (and SQLAlchemy and Alembic for the defa
 ``sqlite:`` store): ``pip install 'thelper-core[mlflow]'``. Unless they are set already, the
 sender process gets ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT=10``
 in its environment: it retries by itself instead of MLflow's blocking retries of several
-minutes.
+minutes; and ``MLFLOW_LOGGING_LEVEL=WARNING``: MLflow's INFO lines stay out of the console.
 """
 
 from __future__ import annotations
@@ -287,7 +287,10 @@ class MlflowTracker:
 
         env = dict(os.environ)
         for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
-                           ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+                           ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
+                           # MLflow's INFO lines ("Creating initial MLflow database
+                           # tables...") would land in the training's console
+                           ("MLFLOW_LOGGING_LEVEL", "WARNING")):
             env.setdefault(var, value)
         try:
             self._proc = subprocess.Popen(
