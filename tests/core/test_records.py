@@ -234,6 +234,38 @@ def test_a_fifo_run_json_is_refused_not_waited_on(tmp_path: Path) -> None:
     assert "run.json" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_upload_of_a_folder_goes_past_an_unreadable_session(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A folder of sessions: one whose run.json is a dangling link is reported (one line)
+    and the others are still uploaded; the exit code is the failure's. Once mended, an
+    upload sends it and finds the others up to date."""
+    root = tmp_path / "runs"
+    a = _session(root, _record("a", 0.1, [0.5]))
+    c = _session(root, _record("c", 0.3, [0.7]))
+    b = root / "b"
+    b.mkdir()
+    (b / "run.json").symlink_to(tmp_path / "gone.json")
+    up = ["runs", "upload", str(root), "--to", f"sqlite:///{tmp_path / 'mlflow.db'}",
+          "--no-artifacts", "--json"]
+    assert main(up) == 2
+    captured = capsys.readouterr()
+    results = {Path(r["session"]).name: r for r in json.loads(captured.out)["results"]}
+    assert {k: r["action"] for k, r in results.items()} == {
+        "a": "created", "b": "failed", "c": "created"}
+    assert "link to a missing file" in results["b"]["error"]
+    err = captured.err.strip().splitlines()
+    assert len(err) == 2 and "link to a missing file" in err[0]
+    assert "1 of 3 sessions" in err[1] and "2 done" in err[1]
+    assert all(load_record(d)["mlflow"][0]["run_id"] for d in (a, c))
+
+    (b / "run.json").unlink()
+    (b / "run.json").write_text(json.dumps(_record("b", 0.2, [0.6])))
+    assert main(up) == 0
+    results = {Path(r["session"]).name: r["action"]
+               for r in json.loads(capsys.readouterr().out)["results"]}
+    assert results == {"a": "up to date", "b": "created", "c": "up to date"}
+
+
 def test_a_huge_run_json_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import thelper.records as records
 

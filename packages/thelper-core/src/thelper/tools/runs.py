@@ -310,12 +310,23 @@ def upload_cmd(
     """Upload finished sessions to MLflow (a session's identity is its config_hash).
 
     A session that the MLflow tracker (or an earlier upload) logged to the same URI gets
-    what is missing appended to the same run; otherwise --on-conflict decides.
+    what is missing appended to the same run; otherwise --on-conflict decides. In a folder
+    of sessions, one that cannot be uploaded (unreadable run.json, still training, a
+    conflict with --on-conflict error) is reported and the others are still uploaded; the
+    exit code is then that of the first failure. A server failure stops the upload (what was
+    sent stays sent: run it again to complete it).
     """
     from thelper.builtin_params.trackers import check_tracking_uri
-    from thelper.exceptions import ConfigError
+    from thelper.exceptions import ConfigError, ThelperError
     from thelper.records import find_sessions, redact_uri
-    from thelper.trackers.upload import CONFLICT_STRATEGIES, _client, upload_session
+    from thelper.trackers.upload import (
+        CONFLICT_STRATEGIES,
+        UploadConflictError,
+        UploadError,
+        _client,
+        quiet_mlflow,
+        upload_session,
+    )
 
     if on_conflict not in CONFLICT_STRATEGIES:
         raise ConfigError(f"--on-conflict {on_conflict!r}: use one of "
@@ -328,15 +339,34 @@ def upload_cmd(
     if not sessions:
         raise ConfigError(f"no session (no run.json) in {str(directory)!r}; give a session "
                           "directory or a folder of them")
-    client = _client(to)
-    results = []
-    for d in sessions:
-        results.append(upload_session(
-            d, to, on_conflict, experiment=experiment, parent_run_id=parent_run_id,
-            log_artifacts=not no_artifacts, client=client,
-            progress=None if as_json else typer.echo))
+    results: list[dict[str, Any]] = []
+    failures: list[ThelperError] = []
+    with quiet_mlflow():
+        client = _client(to)
+        for d in sessions:
+            try:
+                results.append(upload_session(
+                    d, to, on_conflict, experiment=experiment, parent_run_id=parent_run_id,
+                    log_artifacts=not no_artifacts, client=client,
+                    progress=None if as_json else typer.echo))
+            except ThelperError as exc:
+                if len(sessions) == 1:
+                    raise
+                failures.append(exc)
+                results.append({"session": str(d), "action": "failed", "error": str(exc)})
+                typer.echo(f"error: {exc}", err=True)
+                if isinstance(exc, UploadError) and not isinstance(exc, UploadConflictError):
+                    break  # the server failed: the next sessions would fail the same way
     if as_json:
         _print({"tracking_uri": redact_uri(to), "results": results})
+    if failures:
+        done = sum(r["action"] != "failed" for r in results)
+        error = ThelperError(
+            f"{len(failures)} of {len(sessions)} sessions in {str(directory)!r} not uploaded "
+            f"({done} done{'' if len(results) == len(sessions) else ', the rest not tried'}); "
+            "see the errors above, mend them and upload again (done ones are up to date)")
+        error.exit_code = failures[0].exit_code
+        raise error
 
 
 @hookimpl

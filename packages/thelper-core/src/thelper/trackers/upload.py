@@ -22,7 +22,8 @@ still training is refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,30 @@ def _normal(uri: str) -> str:
     from thelper.records import redact_uri
 
     return redact_uri(uri).rstrip("/")
+
+
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """MLflow's INFO lines ("Creating initial MLflow database tables...") held back in the
+    block, unless ``MLFLOW_LOGGING_LEVEL`` says otherwise; warnings still show."""
+    import logging
+    import os
+
+    try:  # its import sets its loggers' levels: before ours
+        import mlflow  # noqa: F401
+    except ImportError:  # _client says what to install
+        yield
+        return
+    if os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        yield
+        return
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _client(uri: str) -> Any:
