@@ -17,6 +17,7 @@ import sys
 import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -155,6 +156,35 @@ def test_a_named_damaged_checkpoint_is_refused_not_replaced(two_epochs):
     assert str(named) in str(err.value) and f"thelper resume {two_epochs}" in str(err.value)
     assert torch.load(two_epochs / "checkpoints" / "ckpt.latest.pt",
                       weights_only=True)["epoch"] == 2  # nothing was resumed
+
+
+def test_a_rank_takes_the_config_of_the_checkpoint_rank_0_picked(two_epochs):
+    """Under several ranks, rank 0 picks the checkpoint; a rank that found another one (its
+    own view of a damaged file) loads rank 0's, weights *and* config (a resume with --set
+    changed the config between the two checkpoints)."""
+    from dataclasses import dataclass
+
+    from thelper.runtime import Runtime
+
+    first = resume_session(two_epochs, ["trainer.epochs=3", "trainer.optimization.optimizer"
+                                        ".params.lr=0.02"])
+    assert first.config["trainer"]["optimization"]["optimizer"]["params"]["lr"] == 0.02
+    picked = two_epochs / "checkpoints" / "ckpt.0002.pt"  # the config before that resume
+    lr = torch.load(picked, weights_only=True)["config"]["trainer"]["optimization"][
+        "optimizer"]["params"]["lr"]
+    assert lr != 0.02
+
+    @dataclass
+    class Rank0Picked(Runtime):  # rank 0's broadcast of its choice, on this rank
+        def broadcast_object(self, obj: Any = None, src: int = 0) -> Any:
+            if isinstance(obj, str) and obj.endswith(".pt"):
+                assert obj.endswith("ckpt.latest.pt")  # this rank's own choice
+                return str(picked)
+            return super().broadcast_object(obj, src)
+
+    resumed = resume_session(two_epochs, ["trainer.epochs=4"], runtime=Rank0Picked())
+    assert resumed.config["trainer"]["optimization"]["optimizer"]["params"]["lr"] == lr
+    assert resumed.config["trainer"]["epochs"] == 4 and resumed.start_epoch == 3
 
 
 def test_no_intact_checkpoint_is_a_clear_error(two_epochs):

@@ -491,7 +491,12 @@ def resume_session(path: str | Path, sets: list[str] | tuple[str, ...] = (), *,
         if chosen is not None and chosen != str(ckpt_path):  # rank 0 decides
             from thelper.checkpoint import load_checkpoint
 
+            # its weights and its config: a resume with --set may have changed the config
+            # between the checkpoints, and the ranks train one session
             ckpt_path, ckpt = Path(chosen), load_checkpoint(Path(chosen), map_location)
+            config = copy.deepcopy(ckpt.get("config") or {})
+            cfg = validate_document(document_from_dict(config, extra), pm.registry,
+                                    allow_imports=allow_imports)
         with _claimed(session_dir_of(ckpt_path), runtime, resumed=True):
             return _resume(path, ckpt_path, ckpt, config, cfg, pm, runtime, eval_only)
 
@@ -644,10 +649,11 @@ def _fresh_restart(path: Path) -> dict[str, Any] | None:
 def load_newest_intact(path: Path, map_location: str | None = None
                        ) -> tuple[Path, dict[str, Any]]:
     """Load ``ckpt.latest.pt`` of a session (or the given file); when it is truncated or
-    corrupted (checksums verified), fall back to the newest intact checkpoint of the
-    session, unless the file was named (that is an error: the user chose it) (by steps and epochs, see :func:`thelper.checkpoint.resume_candidates`) and
-    say so, naming both files. A session killed after writing its first checkpoint but
-    before ``ckpt.latest.pt`` resumes from that checkpoint.
+    corrupted (checksums verified), fall back to the newest intact checkpoint of the session
+    (by steps and epochs, see :func:`thelper.checkpoint.resume_candidates`) and say so,
+    naming both files; a checkpoint file the user named is never replaced (that is an
+    error). A session killed after writing its first checkpoint but before
+    ``ckpt.latest.pt`` resumes from that checkpoint.
 
     Raises:
         CheckpointError: No checkpoint can be loaded.
