@@ -159,3 +159,52 @@ def test_cli_reports_the_escape_in_one_line(tmp_path):
     assert len(errors) == 1 and "journal.jsonl: line 1:" in errors[0], result.stderr
     assert "ESCAPED" in errors[0] and "Traceback" not in result.stderr
     assert not list(tmp_path.rglob("ESCAPED*"))
+
+
+def test_fifos_in_a_session_are_refused_not_waited_on(tmp_path):
+    """``annotator.json`` or ``boxes.json`` that is a FIFO: a one-line DataError naming it,
+    and the session is released; a FIFO ``state.json`` (the saved position) is ignored. In a
+    child process: a hang fails by its timeout."""
+    import os
+    import subprocess
+    import sys
+
+    session = make_session(tmp_path / "s", [])
+    meta = json.loads((session / "annotator.json").read_text())
+    (session / "annotator.json").unlink()
+    os.mkfifo(session / "annotator.json")
+    code = ("import sys\nfrom pathlib import Path\nfrom thelper.exceptions import DataError\n"
+            "from thelper_gui.store import open_store, read_meta\n"
+            "try:\n    read_meta(Path(sys.argv[1]))\n"
+            "except DataError as exc:\n    print('DataError:', exc)\n"
+            "try:\n    open_store(Path(sys.argv[1]), 'segmentation', [])\n"
+            "except DataError as exc:\n    print('refused')\n"
+            "Path(sys.argv[1], 'annotator.json').unlink()\n"
+            "open_store(Path(sys.argv[1]), 'segmentation', []).close()\n")
+    res = subprocess.run([sys.executable, "-c", code, str(session)], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    assert "annotator.json' is a FIFO (named pipe)" in lines[0] and lines[1:] == ["refused"]
+
+    meta["annotator"] = "boxes"
+    for name in ("b", "p"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "annotator.json").write_text(json.dumps(meta))
+    os.mkfifo(tmp_path / "b" / "boxes.json")
+    os.mkfifo(tmp_path / "p" / "state.json")
+    code = ("import sys\nfrom pathlib import Path\nfrom thelper.exceptions import DataError\n"
+            "from thelper_gui.store import open_store\n"
+            "try:\n    open_store(Path(sys.argv[1]), 'boxes', ['coin'])\n"
+            "except DataError as exc:\n    print('DataError:', exc)\n"
+            "store = open_store(Path(sys.argv[2]), 'boxes', ['coin'])\n"
+            "print('position:', store.position())\nstore.close()\n"
+            # the refused session was released: once mended, it opens
+            "Path(sys.argv[1], 'boxes.json').unlink()\n"
+            "open_store(Path(sys.argv[1]), 'boxes', ['coin']).close()\n")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b"), str(tmp_path / "p")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    assert len(lines) == 2 and "boxes.json' is a FIFO (named pipe)" in lines[0]
+    assert lines[1] == "position: None"

@@ -128,3 +128,24 @@ def test_training_on_a_folder_with_a_fifo_does_not_hang(tmp_path, special_folder
         assert res.returncode == 1, res.stderr[-3000:]
         (error,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
         assert ("fifo.png" in error and "FIFO" in error) or "zero.png" in error
+
+
+def test_coco_annotations_that_are_a_fifo_or_not_json_are_data_errors(tmp_path):
+    """The COCO JSON of ``coco_detection`` is opened without blocking: a FIFO there is a
+    one-line data error naming it (in a child process: a hang fails by its timeout)."""
+    fifo = tmp_path / "instances.json"
+    os.mkfifo(fifo)
+    code = ("import sys\nfrom thelper.exceptions import DataError\n"
+            "from thelper_vision.dense_datasets import CocoDetection\n"
+            "try:\n    CocoDetection(sys.argv[1], sys.argv[2])\n"
+            "except DataError as exc:\n    print('DataError:', exc)\n")
+    res = _python("-c", code, str(tmp_path), str(fifo))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "instances.json' is a FIFO (named pipe)" in res.stdout
+    assert res.stdout.startswith("DataError: coco_detection:")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    from thelper_vision.dense_datasets import CocoDetection
+
+    with pytest.raises(DataError, match="broken.json' is not JSON"):
+        CocoDetection(str(tmp_path), str(broken))

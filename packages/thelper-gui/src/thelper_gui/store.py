@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from thelper.data.files import open_regular
 from thelper.exceptions import ConfigError, DataError
 from thelper_gui.journal import Compactor, Journal, atomic_write
 
@@ -118,7 +119,8 @@ def read_meta(session_dir: Path) -> dict[str, Any]:
     """
     path = Path(session_dir) / "annotator.json"
     try:
-        meta = json.loads(path.read_text())
+        with open_regular(path, "r") as f:  # a FIFO planted there is refused, not waited on
+            meta = json.load(f)
     except FileNotFoundError:
         raise DataError(f"{session_dir}: not an annotation session (no annotator.json); "
                         "give the directory 'thelper annot' wrote") from None
@@ -158,24 +160,27 @@ class AnnotationStore:
             os.close(self._lock_fd)
             raise ConfigError(f"{self.root} is open in another 'thelper annot'; close it "
                               "first") from None
-        meta_path = self.root / "annotator.json"
-        if meta_path.exists():
-            self.meta = read_meta(self.root)
-            if self.meta["annotator"] != kind:
-                self._release()
-                raise ConfigError(f"{self.root} holds {self.meta['annotator']} annotations, "
-                                  f"not {kind}; choose another --save-dir or session name")
-            self.meta["labels"] = labels
-        else:
-            self.meta = {"format": FORMAT, "annotator": kind, "config": config_name,
-                         "labels": labels, "samples": {}}
-        self._write_meta()
+        try:  # a refused session is given back
+            if (self.root / "annotator.json").exists():
+                self.meta = read_meta(self.root)
+                if self.meta["annotator"] != kind:
+                    raise ConfigError(f"{self.root} holds {self.meta['annotator']} "
+                                      f"annotations, not {kind}; choose another --save-dir "
+                                      "or session name")
+                self.meta["labels"] = labels
+            else:
+                self.meta = {"format": FORMAT, "annotator": kind, "config": config_name,
+                             "labels": labels, "samples": {}}
+            self._write_meta()
+        except BaseException:
+            self._release()
+            raise
         self.lock = threading.RLock()
         self.dirty: set[str] = set()
         self.journal = Journal(self.root / "journal.jsonl")
-        self._load()
         with self.lock:
-            try:
+            try:  # a refused session is given back: once mended, it opens
+                self._load()
                 self._replay()
             except BaseException:
                 self.journal.close()
@@ -227,8 +232,9 @@ class AnnotationStore:
     def position(self) -> dict[str, Any] | None:
         """``{"position", "key"}`` saved by the last run, or ``None``."""
         try:
-            state = json.loads((self.root / "state.json").read_text())
-        except (FileNotFoundError, ValueError):
+            with open_regular(self.root / "state.json", "r") as f:
+                state = json.load(f)
+        except (FileNotFoundError, ValueError, DataError):  # start at the first sample
             return None
         return state if isinstance(state, dict) else None
 
@@ -434,10 +440,11 @@ class BoxStore(AnnotationStore):
     def _load(self) -> None:
         self.boxes: dict[str, list[dict[str, Any]]] = {}
         path = self.root / "boxes.json"
-        if not path.is_file():
+        if not os.path.lexists(path):  # anything else there is read as a regular file or refused
             return
         try:
-            coco = json.loads(path.read_text())
+            with open_regular(path, "r") as f:
+                coco = json.load(f)
             keys = {int(im["id"]): im["thelper_sample"] for im in coco["images"]}
             cats = {int(c["id"]): i for i, c in enumerate(
                 sorted(coco["categories"], key=lambda c: c["id"]))}

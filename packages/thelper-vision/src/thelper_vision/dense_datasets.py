@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from thelper.data.files import open_regular
 from thelper.exceptions import DataError
 from thelper_vision.datasets import decode_image_file
 from thelper_vision.detection import Detection
@@ -155,11 +156,21 @@ class CocoDetection(Dataset):
         self.images_dir = Path(images)
         self.annotations = Path(annotations)
         self.mode = mode
-        if not self.annotations.is_file():
+        if not self.annotations.exists():  # a FIFO or device: open_regular says what it is
             raise DataError(f"coco_detection: annotation file {str(self.annotations)!r} "
                             "does not exist")
         try:
-            data = json.loads(self.annotations.read_text())
+            with open_regular(self.annotations, "r") as f:  # a FIFO is refused, not waited on
+                data = json.load(f)
+        except DataError as exc:
+            raise DataError(f"coco_detection: {exc}; give the COCO JSON file") from None
+        except OSError as exc:
+            raise DataError(f"coco_detection: cannot read {str(self.annotations)!r}: "
+                            f"{exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise DataError(f"coco_detection: {str(self.annotations)!r} is not JSON: {exc}") \
+                from None
+        try:
             categories = sorted(data["categories"], key=lambda c: c["id"])
             images_info = data["images"]
             annots = data.get("annotations", [])
