@@ -77,10 +77,15 @@ def test_build_checks_every_component(mlp_config, write_config, capsys, private_
     assert _leftovers(private_tmp) == []
 
 
+@pytest.mark.parametrize("max_time", [None, 0.001])
 def test_dry_run_trains_one_batch_and_round_trips_a_checkpoint(mlp_config, write_config,
                                                                capsys, private_tmp,
-                                                               monkeypatch, tmp_path):
+                                                               monkeypatch, tmp_path,
+                                                               max_time):
+    """Also with a ``trainer.max_time`` shorter than one batch: the dry run checks the
+    config's parts, not its time budget."""
     monkeypatch.chdir(tmp_path)
+    mlp_config["trainer"]["max_time"] = max_time
     path = write_config(mlp_config)
     assert main(["config", "validate", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out

@@ -134,8 +134,10 @@ def _session(cfg: Any, pm: Any, root: Path | None, level: str) -> Any:
     ``root``) only for a dry run, whose checkpoint round trip writes files."""
     from thelper.session import Session, SilentPlugins, create_session_dir, draw_seeds
 
-    trainer = cfg.trainer.model_copy(update={"device": "cpu", "progress": False,
-                                             **({"epochs": 1} if level == "dry-run" else {})})
+    # a dry run checks the parts, not the time budget: max_time would stop it early
+    trainer = cfg.trainer.model_copy(update={
+        "device": "cpu", "progress": False,
+        **({"epochs": 1, "max_time": None} if level == "dry-run" else {})})
     cfg = cfg.model_copy(update={"trainer": trainer})
     seeds = draw_seeds(cfg.seeds.model_dump())
     config = cfg.model_dump(mode="json")
