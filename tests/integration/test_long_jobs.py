@@ -164,8 +164,10 @@ def test_early_stopping_mode_must_agree_with_the_goal(tmp_path, mlp_config, caps
     cfg = _write(mlp_config, tmp_path, epochs=2,
                  early_stopping={"patience": 2, "mode": "min"})  # accuracy: max
     assert main(["run", str(cfg), "--save-dir", str(tmp_path)]) == 2
-    assert "trainer.early_stopping.mode: 'min' contradicts the goal of the monitored metric " \
-        "'accuracy' (max)" in capsys.readouterr().err
+    err = capsys.readouterr().err  # at schema depth: before anything is built
+    assert "trainer.early_stopping.mode: mode 'min' contradicts the goal of the monitored " \
+        "metric 'accuracy' (max)" in err
+    assert not list(tmp_path.glob("*/run.json"))
 
 
 # ---------------------------------------------------------------- early stopping

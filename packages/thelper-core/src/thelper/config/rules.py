@@ -12,7 +12,8 @@ Rules:
       import allow-list and their top-level package is installed;
     - ``trainer.monitor`` and ``scheduler.step_metric`` are ``loss`` or a metric defined
       under ``trainer.metrics`` with a min/max goal; ``step_metric`` is only given to
-      schedulers that use it; ``reduce_lr_on_plateau``'s ``mode`` agrees with the goal;
+      schedulers that use it; ``reduce_lr_on_plateau``'s and ``early_stopping``'s ``mode``
+      agree with the goal;
     - metric names do not shadow ``loss``/``lr`` and ``test_metrics`` do not redefine
       ``metrics``;
     - ``trainer.device`` names a device;
@@ -244,6 +245,12 @@ def _metrics(data: dict[str, Any], registry: Registry, emit: Emit) -> None:
 
     monitor_goal = goal(trainer.get("monitor"), ("trainer", "monitor"), "monitored metric") \
         if "monitor" in trainer else "min"
+    es_mode = _dict(trainer.get("early_stopping")).get("mode")
+    if es_mode in ("min", "max") and monitor_goal in ("min", "max") and es_mode != monitor_goal:
+        emit(("trainer", "early_stopping", "mode"),
+             f"mode {es_mode!r} contradicts the goal of the monitored metric "
+             f"{trainer.get('monitor', 'loss')!r} ({monitor_goal}); use mode: {monitor_goal} "
+             "or leave mode out (it defaults to the metric's goal)")
     optim = _dict(trainer.get("optimization"))
     sched = _dict(optim.get("scheduler"))
     if not isinstance(sched.get("type"), str):
