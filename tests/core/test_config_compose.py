@@ -304,6 +304,23 @@ def test_env_interpolation_limited_to_thelper_variables(tmp_path):
         load_config(unset, environ={})
 
 
+def test_a_reference_written_with_a_yaml_escape_resolves_alone_or_composed(tmp_path):
+    """``"\\x24{...}"`` (YAML's escape of ``$``) is the value ``${...}``: resolved the same in
+    a file read alone and in one composed with another (it used to stay as written alone,
+    where only the raw text was searched for ``${``), and refused the same outside
+    ``THELPER_*``; ``\\${`` stays the literal."""
+    text = 'a: "\\x24{env:THELPER_EPOCHS}"\n'  # no "${" in the text itself
+    env = {"THELPER_EPOCHS": "5", "HOME": "/home/me"}
+    assert _data(text, tmp_path=tmp_path / "alone", environ=env) == {"a": 5}
+    assert _data(text, "c: 1\n", tmp_path=tmp_path / "two", environ=env) == {"a": 5, "c": 1}
+    literal = text + 'b: "\\\\${env:THELPER_EPOCHS}"\n'
+    assert _data(literal, tmp_path=tmp_path / "lit", environ=env) == {
+        "a": 5, "b": "${env:THELPER_EPOCHS}"}
+    home = _write(tmp_path / "home.yaml", 'path: "\\x24{env:HOME}/data"\n')
+    with pytest.raises(ConfigError, match="only reads THELPER_"):
+        load_config(home, environ=env)
+
+
 def test_interpolation_cycles_and_missing_targets_are_located(tmp_path, tree):
     _write(tree / "_bases" / "loop.yaml",
            "bases: [digits.yaml]\ntrainer:\n  save_freq: ${trainer.epochs}\n")

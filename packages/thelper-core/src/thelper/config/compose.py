@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 from thelper.config.source import (
-    ENV_PREFIX,
     MAX_CONFIG_BYTES,
     MAX_DEPTH,
     MAX_NODES,
@@ -55,6 +54,7 @@ from thelper.config.source import (
     Position,
     _override_value,
     apply_overrides,
+    has_references,
     read_document,
 )
 from thelper.exceptions import ConfigError, ConfigIssue
@@ -852,8 +852,7 @@ def compose(paths: Sequence[str | Path], sets: Sequence[str] = (),
                          files=[layer.name for layer in layers], texts=reader.texts,
                          recipe=recipe)
     doc = apply_overrides(doc, tuple(sets), None if environ is None else dict(environ))
-    if any("${" in t for t in reader.texts.values()) or any("${" in s for s in sets) or any(
-            "${" in v for k, v in env.items() if k.startswith(ENV_PREFIX)):
+    if has_references(doc.data):  # the files' values, the overrides' and the --set ones
         interpolate(doc, env, allow_env)
     return doc
 

@@ -572,6 +572,23 @@ def read_document(p: Path | str, name: str | None = None
     return data, {k: (name, line, col) for k, (line, col) in positions.items()}, issues, text
 
 
+def has_references(node: Any) -> bool:
+    """Whether a string value of ``node`` (a parsed config) holds ``${``: the values are
+    searched, not the file's text, so that a reference written with a YAML escape
+    (``"\\x24{...}"``) is one, and one in a comment is not."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            if "${" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def load_config(path: str | Path | Sequence[str | Path], sets: list[str] | tuple[str, ...] = (),
                 environ: dict[str, str] | None = None, *, groups: Sequence[str] = (),
                 roots: Sequence[str | Path] = (), allow_env: bool = False) -> ConfigDocument:
@@ -605,9 +622,9 @@ def load_config(path: str | Path | Sequence[str | Path], sets: list[str] | tuple
         name = str(paths[0])
         data, positions, issues, text = read_document(paths[0], name)
         env = os.environ if environ is None else environ
-        if "bases" not in data and "_delete_" not in text and "${" not in text and not any(
-                "${" in v for v in (*sets, *(v for k, v in env.items()
-                                             if k.startswith(ENV_PREFIX)))):
+        if "bases" not in data and "_delete_" not in text and not has_references(data) \
+                and not any("${" in v for v in (*sets, *(v for k, v in env.items()
+                                                         if k.startswith(ENV_PREFIX)))):
             recipe = {"files": [name], "groups": [], "sets": list(sets), "config_roots": [],
                       "allow_env": bool(allow_env)}
             doc = ConfigDocument(data, name, positions, issues=issues, files=[name],
