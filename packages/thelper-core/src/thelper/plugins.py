@@ -404,6 +404,17 @@ class ThelperPluginManager:
                     owners.update((n, (plugin, dist)) for n in names)
 
     # ---------------------------------------------------------------- lifecycle
+    def lifecycle_caller(self, hook: str, without: Iterable[str] = ()) -> Callable[..., Any]:
+        """The lifecycle hook ``thelper_<hook>`` (``session_start``, ``epoch_end``, ...) as
+        a function of keyword arguments that calls every plugin except those registered
+        under the names in ``without`` (absent names are ignored).
+
+        Raises:
+            AttributeError: No lifecycle hook of that name.
+        """
+        skip = [p for p in map(self._pm.get_plugin, without) if p is not None]
+        return self._pm.subset_hook_caller(f"thelper_{hook}", skip)
+
     def session_start(self, session: Any) -> None:
         self._pm.hook.thelper_session_start(session=session)
 

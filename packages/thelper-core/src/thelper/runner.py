@@ -297,9 +297,10 @@ def _record_early_failure(session: Session, error: BaseException,
 
 class _EvalOnlyPlugins:
     """The plugin manager of ``resume --eval-only``: its lifecycle hooks reach every plugin
-    but the ``run.json`` record (run-record) and the configured trackers, so that an evaluation, failed or not, leaves
-    the training's status and test metrics as they are (:func:`_record_evaluation` appends
-    it to ``run.json``'s ``evaluations`` instead). Everything else is ``pm``'s."""
+    but the ``run.json`` record (run-record) and the configured trackers, so that an
+    evaluation, failed or not, leaves the training's status and test metrics as they are
+    (:func:`_record_evaluation` appends it to ``run.json``'s ``evaluations`` instead).
+    Everything else is ``pm``'s."""
 
     def __init__(self, pm: ThelperPluginManager) -> None:
         import inspect
@@ -307,11 +308,9 @@ class _EvalOnlyPlugins:
         from thelper.session import LIFECYCLE
 
         self._pm = pm
-        hooks = pm._pm  # pluggy's manager: this package's own facade
         # configured trackers (MLflow) would log the test again as the training's run
-        skip = [p for p in (hooks.get_plugin("run-record"), hooks.get_plugin("trackers"))
-                if p is not None]
-        self._calls = {name: (hooks.subset_hook_caller(f"thelper_{name}", skip),
+        skip = ("run-record", "trackers")
+        self._calls = {name: (pm.lifecycle_caller(name, skip),
                               list(inspect.signature(getattr(pm, name)).parameters))
                        for name in LIFECYCLE}
 
