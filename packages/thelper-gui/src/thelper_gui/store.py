@@ -124,6 +124,8 @@ def read_meta(session_dir: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DataError(f"{session_dir}: not an annotation session (no annotator.json); "
                         "give the directory 'thelper annot' wrote") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except ValueError as exc:
         raise DataError(f"{path}: not JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("annotator") not in KINDS:
@@ -440,11 +442,17 @@ class BoxStore(AnnotationStore):
     def _load(self) -> None:
         self.boxes: dict[str, list[dict[str, Any]]] = {}
         path = self.root / "boxes.json"
-        if not os.path.lexists(path):  # anything else there is read as a regular file or refused
-            return
-        try:
+        try:  # anything but a regular file (or a link to one) is refused, not waited on
             with open_regular(path, "r") as f:
                 coco = json.load(f)
+        except FileNotFoundError:  # nothing saved yet (or a dangling link, replaced on save)
+            return
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        except ValueError as exc:
+            raise DataError(f"{path}: not the COCO JSON thelper annot writes ({exc})") \
+                from None
+        try:
             keys = {int(im["id"]): im["thelper_sample"] for im in coco["images"]}
             cats = {int(c["id"]): i for i, c in enumerate(
                 sorted(coco["categories"], key=lambda c: c["id"]))}

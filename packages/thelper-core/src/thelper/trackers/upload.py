@@ -60,9 +60,10 @@ def quiet_mlflow() -> Iterator[None]:
     try:  # its import sets its loggers' levels: before ours
         import mlflow  # noqa: F401
     except ImportError:  # _client says what to install
-        yield
-        return
-    if os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        installed = False
+    else:
+        installed = True
+    if not installed or os.environ.get("MLFLOW_LOGGING_LEVEL"):
         yield
         return
     logger = logging.getLogger("mlflow")
