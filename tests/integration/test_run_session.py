@@ -134,6 +134,28 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["model"]
 
 
+def test_sessions_leave_no_report_thread_behind(tmp_path, mlp_config):
+    """The report worker's thread ends with its work: sessions run one after another in a
+    process (a grid worker, a notebook) do not pile up threads (it used to keep one per
+    session, waiting forever). Joined, not slept on; the bound only turns a hang into a
+    failure."""
+    import threading
+
+    from thelper.train.reports import ReportWorker
+
+    for save in ("a", "b"):
+        run_session(document_from_dict(mlp_config), tmp_path / save)
+    for t in threading.enumerate():
+        if t.name == "thelper-reports":
+            t.join(timeout=60)
+            assert not t.is_alive(), "a report thread is still waiting after its session"
+    worker, done = ReportWorker(), []
+    for round_ in range(2):  # a thread per busy spell; the queue works again after one ends
+        worker.submit("x", lambda r=round_: done.append(r))
+        worker.close()
+        assert done == list(range(round_ + 1)) and worker._thread is None
+
+
 def test_resume_gives_identical_weights(tmp_path, mlp_config):
     mlp_config["trainer"]["epochs"] = 4
     full = run_session(document_from_dict(mlp_config), tmp_path / "full")

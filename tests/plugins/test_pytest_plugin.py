@@ -68,7 +68,9 @@ def test_the_contract_fails_a_broken_plugin(pytester):
             plugin = "broken_plugin"
     '''))
     pytester.syspathinsert()
-    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    # no:xvfb: the inner session would start a second X server that nothing stops (and
+    # point DISPLAY at it for the rest of this session); the contract needs no display
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-p", "no:xvfb")
     outcomes = result.parseoutcomes()
     # needs_root: params without defaults and no contract_params (so it cannot build
     # either); forgetful: its weights are lost in a checkpoint round trip

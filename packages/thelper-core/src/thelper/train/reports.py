@@ -33,6 +33,10 @@ FIRST_COLUMNS = ("epoch", "split", "loss", "lr")
 class ReportWorker:
     """One background thread rendering reports; newest job per key wins while queued.
 
+    The thread exists only while there is work: it ends once the queue is empty, and the
+    next :meth:`submit` starts another (a session's worker leaves no thread behind, in a
+    process that runs many sessions: a grid worker, a test suite, a notebook).
+
     Plugins' ``thelper_log_figure`` hooks are called from this thread (one at a time).
     """
 
@@ -42,7 +46,6 @@ class ReportWorker:
         self._order: list[str] = []
         self._busy = False
         self._thread: threading.Thread | None = None
-        self._closed = False
 
     def submit(self, key: str, job: Callable[[], None]) -> None:
         """Queue ``job`` under ``key``, replacing a job of the same key not yet started."""
@@ -50,7 +53,7 @@ class ReportWorker:
             if key not in self._pending:
                 self._order.append(key)
             self._pending[key] = job
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:  # under the lock: never one that is about to end
                 self._thread = threading.Thread(target=self._run, name="thelper-reports",
                                                 daemon=True)
                 self._thread.start()
@@ -59,10 +62,10 @@ class ReportWorker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._order:
-                    if self._closed:
-                        return
-                    self._cond.wait()
+                if not self._order:  # idle: end; the next submit starts another thread
+                    self._thread = None
+                    self._cond.notify_all()
+                    return
                 key = self._order.pop(0)
                 job = self._pending.pop(key)
                 self._busy = True
@@ -82,13 +85,10 @@ class ReportWorker:
                 self._cond.wait()
 
     def close(self) -> None:
-        """Flush, then stop the thread."""
-        self.flush()
+        """Wait until every submitted job has run and the thread has ended."""
         with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
+            while self._thread is not None:
+                self._cond.wait()
 
 
 def snapshot(metrics: dict[str, Any]) -> dict[str, Any]:
