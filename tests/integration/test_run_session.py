@@ -155,6 +155,17 @@ def test_sessions_leave_no_report_thread_behind(tmp_path, mlp_config):
         worker.close()
         assert done == list(range(round_ + 1)) and worker._thread is None
 
+    def exits() -> None:  # a plugin's figure hook calling sys.exit in the worker
+        raise SystemExit(3)
+
+    worker.submit("a", exits)
+    worker.submit("b", lambda: done.append("after"))
+    closer = threading.Thread(target=worker.close, daemon=True)
+    closer.start()
+    closer.join(timeout=60)  # a bound that turns a hang into a failure
+    assert not closer.is_alive(), "the worker stopped at a job's SystemExit"
+    assert done[-1] == "after"  # it logged the exit and went on
+
 
 def test_resume_gives_identical_weights(tmp_path, mlp_config):
     mlp_config["trainer"]["epochs"] = 4

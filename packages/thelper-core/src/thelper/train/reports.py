@@ -71,7 +71,8 @@ class ReportWorker:
                 self._busy = True
             try:
                 job()
-            except Exception:  # a figure never fails the training; the log says why
+            except BaseException:  # a figure never fails the training (nor ends this
+                # thread: a plugin hook's sys.exit would leave the queue without a worker)
                 log.exception("writing the report %s failed", key)
             finally:
                 with self._cond:
