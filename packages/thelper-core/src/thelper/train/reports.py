@@ -53,7 +53,9 @@ class ReportWorker:
             if key not in self._pending:
                 self._order.append(key)
             self._pending[key] = job
-            if self._thread is None:  # under the lock: never one that is about to end
+            # under the lock: a thread set here has not decided to end yet; one not alive
+            # (a forked child's copy of this worker) is replaced
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="thelper-reports",
                                                 daemon=True)
                 self._thread.start()
@@ -88,7 +90,7 @@ class ReportWorker:
     def close(self) -> None:
         """Wait until every submitted job has run and the thread has ended."""
         with self._cond:
-            while self._thread is not None:
+            while self._thread is not None and self._thread.is_alive():
                 self._cond.wait()
 
 
